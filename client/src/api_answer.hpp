@@ -1,0 +1,29 @@
+#pragma once
+// Reading the daemon's answers: error objects and what they mean for a tool's exit code.
+
+#include "client_error.hpp"
+
+#include "exemptd/error.hpp"
+
+#include <boost/json/value.hpp>
+
+#include <string>
+#include <string_view>
+
+namespace exemptd::client {
+
+// The error an answer carries: its status with `{"error":{"code","message"}}` from the body, or,
+// when the body is not such an object, code "http_<status>" and a message naming the status. Pure.
+[[nodiscard]] ApiError parse_api_error(int status, std::string_view body);
+
+// exemptctl's exit code for an HTTP status: 0 for 2xx, 1 for a refusal (any 4xx but 400), 2 for
+// 400 (a request the tool should not have sent) and for anything else (5xx, unexpected). Pure.
+[[nodiscard]] int exemptctl_exit_code(int status) noexcept;
+
+// Parses an answer body that must be JSON; fails with "the server sent invalid JSON: reason". Pure.
+[[nodiscard]] ClientResult<boost::json::value> parse_answer_json(std::string_view body);
+
+// The string at obj[key], or "" when it is absent or not a string. Pure.
+[[nodiscard]] std::string string_field(boost::json::object const& obj, std::string_view key);
+
+}  // namespace exemptd::client

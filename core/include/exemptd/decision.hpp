@@ -1,0 +1,48 @@
+#pragma once
+// The outcome of evaluating a device against the policy (SPEC §4 "Decision").
+
+#include "exemptd/error.hpp"
+#include "exemptd/time.hpp"
+
+#include <boost/json/fwd.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace exemptd {
+
+enum class Basis { compliant, exempted, grace, noncompliant };
+
+[[nodiscard]] std::string_view to_string(Basis basis) noexcept;
+
+struct ControlResult {
+    std::string id;
+    std::string title;
+    bool pass = false;
+    std::string reason;                     // why it failed; empty on pass
+    std::string observed;                   // the value seen, as text ("" when absent)
+    std::string covered_by;                 // exemption id covering a failure, or empty
+    std::optional<TimePoint> failing_since; // first failure of the current streak
+    std::optional<TimePoint> grace_until;   // set while a failure is inside grace_hours
+};
+
+struct Decision {
+    std::string device_id;
+    bool allow = false;
+    Basis basis = Basis::noncompliant;
+    std::vector<ControlResult> controls;
+    std::string policy_version;
+    TimePoint evaluated_at{};
+    int next_checkin_seconds = 900;
+};
+
+// The SPEC JSON for a decision. Thread-safe.
+[[nodiscard]] boost::json::object decision_to_json(Decision const& d);
+[[nodiscard]] std::string encode_decision(Decision const& d);
+
+// Parses a decision as the daemon sends it; the client and the store use it. Thread-safe.
+[[nodiscard]] Result<Decision> decode_decision(std::string_view json);
+[[nodiscard]] Result<Decision> decision_from_json(boost::json::value const& v);
+
+}  // namespace exemptd

@@ -1,0 +1,43 @@
+#pragma once
+// Evaluates one device against the policy: every device control, then exemption coverage.
+
+#include "exemptd/decision.hpp"
+#include "exemptd/policy.hpp"
+#include "exemptd/posture.hpp"
+
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace exemptd {
+
+// What the evaluator knows about a device besides its report.
+struct DeviceFacts {
+    std::string device_id;
+    bool enrolled = false;                             // from the registry, never the report
+    Facts facts;                                       // from the latest report
+    std::map<std::string, TimePoint> failing_since;    // control id -> start of its failure streak
+};
+
+// An exemption as the evaluator needs it. The caller passes only exemptions for this device
+// whose state is active and whose agreement binding (if any) holds.
+struct CoveringExemption {
+    std::string id;
+    std::vector<std::string> controls;
+    std::vector<std::string> compensating_controls;
+    TimePoint expires_at{};
+};
+
+// Evaluates every device control. A failure is covered by the first exemption that names the
+// control, has not expired at `now`, and whose compensating controls all pass; an uncovered
+// failure inside the control's grace_hours (counted from failing_since) allows with basis
+// grace. The returned decision's failing_since values are the streaks to store. Pure and
+// thread-safe.
+[[nodiscard]] Decision evaluate(Policy const& policy, DeviceFacts const& device,
+                                std::span<CoveringExemption const> exemptions, TimePoint now);
+
+// The failure streaks to remember after `decision`: failing controls keep their start time.
+[[nodiscard]] std::map<std::string, TimePoint> failure_streaks(Decision const& decision);
+
+}  // namespace exemptd

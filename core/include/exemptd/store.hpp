@@ -1,0 +1,129 @@
+#pragma once
+// The narrow storage interface behind the daemon. SQLite implements it today; a PostgreSQL
+// backend is an addition behind the same interface.
+
+#include "exemptd/decision.hpp"
+#include "exemptd/device.hpp"
+#include "exemptd/error.hpp"
+#include "exemptd/evaluator.hpp"
+#include "exemptd/exemption.hpp"
+#include "exemptd/posture.hpp"
+#include "exemptd/time.hpp"
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace exemptd {
+
+// Overlapping filters of GET /v1/devices (SPEC §4).
+enum class DeviceState { any, allowed, denied, exempted, unenrolled, stale };
+
+struct DeviceQuery {
+    DeviceState state = DeviceState::any;
+    TimePoint stale_before{};  // used by DeviceState::stale
+};
+
+// How an enrollment write went.
+struct EnrollmentOutcome {
+    DeviceRecord device;
+    bool created = false;  // the registry did not know the device before
+    bool changed = false;  // false when the same enrollment was already recorded
+};
+
+// An audit record to append (SPEC §8); the store assigns seq, prev_hash and hash.
+struct AuditEvent {
+    TimePoint at{};
+    std::string actor;    // an email, "device:<id>" or "exemptd"
+    std::string action;   // "policy.loaded", "device.enrolled", ...
+    std::string subject;  // "device:<id>", "exemption:EX-000001", "policy", ...
+    std::string details;  // a JSON object
+};
+
+// Evaluates a device inside a write transaction: the store supplies the registry view, the
+// latest facts and the device's exemptions recorded as active (the evaluator checks expiry).
+using Evaluate = std::function<Decision(DeviceFacts const&, std::vector<Exemption> const& active)>;
+
+// Computes an exemption's next state from its current one, or the rule it breaks.
+using Transition = std::function<ApiResult<Exemption>(Exemption const& current)>;
+
+// Filters of GET /v1/exemptions; empty fields do not filter.
+struct ExemptionQuery {
+    std::string subject;
+    std::string control;
+    std::optional<ExemptionState> state;          // the effective state at `now`
+    std::optional<TimePoint> expiring_before;     // active and expiring at or before this time
+    TimePoint now{};
+};
+
+// What a sweep did.
+struct SweepResult {
+    int expired = 0;
+    int reviews_overdue = 0;
+};
+
+class Store {
+public:
+    virtual ~Store() = default;
+
+    // Records `enrollment` for `device_id` (creating the device if needed), audits the change and
+    // re-evaluates the device's decision. Answers changed=false, and writes nothing, when the same
+    // values are already recorded. Thread-safe.
+    [[nodiscard]] virtual Result<EnrollmentOutcome> put_enrollment(std::string const& device_id,
+                                                                   Enrollment const& enrollment,
+                                                                   Evaluate const& evaluate) = 0;
+
+    // Stores a new pending exemption under the next id (EX-000001, ...) and audits the request.
+    // Thread-safe.
+    [[nodiscard]] virtual Result<Exemption> create_exemption(Exemption draft) = 0;
+
+    // In one transaction: reads exemption `id`, applies `transition`, stores the result, audits
+    // it as `action` by `actor`, and re-evaluates the subject device's decision. 404 for an
+    // unknown id; the transition's error unchanged (nothing is written). Thread-safe.
+    [[nodiscard]] virtual ApiResult<Exemption> transition_exemption(std::string const& id, std::string const& action,
+                                                                    std::string const& actor, TimePoint now,
+                                                                    Transition const& transition,
+                                                                    Evaluate const& evaluate) = 0;
+
+    // The exemption, or Errc::not_found. Thread-safe.
+    [[nodiscard]] virtual Result<Exemption> get_exemption(std::string const& id) const = 0;
+
+    // Exemptions matching `query`, ordered by id. Thread-safe.
+    [[nodiscard]] virtual Result<std::vector<Exemption>> list_exemptions(ExemptionQuery const& query) const = 0;
+
+    // Marks `expired` (and audits) every pending or active exemption whose expiry has passed,
+    // re-evaluating the devices they covered, and audits each review that has become overdue
+    // (once per review date). Thread-safe.
+    [[nodiscard]] virtual Result<SweepResult> sweep(TimePoint now, Evaluate const& evaluate) = 0;
+
+    // The device's decision evaluated afresh at `now` from its latest facts, without storing
+    // it; not_found for an unknown device, nullopt when it has never checked in. Thread-safe.
+    [[nodiscard]] virtual Result<std::optional<Decision>> current_decision(std::string const& device_id,
+                                                                           Evaluate const& evaluate) const = 0;
+
+    // Appends one audit record on its own (for events that change no other state, such as a
+    // policy load). Thread-safe.
+    [[nodiscard]] virtual Result<void> record(AuditEvent const& event) = 0;
+
+    // The device, or Errc::not_found. Thread-safe.
+    [[nodiscard]] virtual Result<DeviceRecord> get_device(std::string const& device_id) const = 0;
+
+    // Devices matching `query`, ordered by id. Thread-safe.
+    [[nodiscard]] virtual Result<std::vector<DeviceRecord>> list_devices(DeviceQuery const& query) const = 0;
+
+    // In one transaction: refuses a nonce seen before for this device (409 `replay`), evaluates
+    // the device with `evaluate`, stores the report's identity fields, the latest decision, the
+    // failure streaks, the nonce and a bounded history entry, and audits a changed decision.
+    // Nonces older than `nonce_ttl` are forgotten (the clock-skew check refuses such reports
+    // anyway). Nothing is written when it fails. Thread-safe.
+    [[nodiscard]] virtual ApiResult<Decision> check_in(PostureReport const& report, Evaluate const& evaluate,
+                                                       TimePoint now, std::chrono::seconds nonce_ttl) = 0;
+};
+
+// Opens (creating and migrating as needed) a SQLite store at `path`; ":memory:" for tests.
+// Throws std::runtime_error with SQLite's message when the database cannot be opened or migrated.
+[[nodiscard]] std::unique_ptr<Store> open_sqlite_store(std::string const& path);
+
+}  // namespace exemptd

@@ -1,0 +1,103 @@
+#include "exemptd/json_reader.hpp"
+
+#include <boost/json/parse.hpp>
+
+#include <algorithm>
+
+namespace exemptd {
+
+ApiResult<boost::json::object> parse_json_object(std::string_view body)
+{
+    boost::json::parse_options options;
+    options.max_depth = 32;
+    boost::system::error_code ec;
+    boost::json::value value = boost::json::parse(body, ec, {}, options);
+    if (ec) return api_error(400, "malformed_json", "The request body is not valid JSON: " + ec.message() + ".");
+    if (!value.is_object()) return api_error(400, "malformed_json", "The request body must be a JSON object.");
+    return std::move(value.as_object());
+}
+
+ObjectReader::ObjectReader(boost::json::object const& object, std::string prefix)
+    : object_(object), prefix_(std::move(prefix))
+{
+}
+
+void ObjectReader::fail(std::string_view key, std::string_view what)
+{
+    if (error_) return;
+    error_ = api_error(400, "invalid_field", "Field '" + prefix_ + std::string(key) + "' " + std::string(what) + ".");
+}
+
+void ObjectReader::only(std::initializer_list<std::string_view> known)
+{
+    for (auto const& entry : object_) {
+        if (std::find(known.begin(), known.end(), std::string_view(entry.key())) == known.end())
+            fail(entry.key(), "is not a known field");
+    }
+}
+
+boost::json::value const* ObjectReader::find(std::string_view key, Need need)
+{
+    auto const* value = object_.if_contains(key);
+    if ((value == nullptr || value->is_null()) && need == Need::required) {
+        fail(key, "is required");
+        return nullptr;
+    }
+    return value != nullptr && !value->is_null() ? value : nullptr;
+}
+
+std::string ObjectReader::string(std::string_view key, Need need, std::size_t max_len)
+{
+    auto const* value = find(key, need);
+    if (value == nullptr) return {};
+    if (!value->is_string()) return fail(key, "must be a string"), std::string{};
+    if (value->as_string().size() > max_len)
+        return fail(key, "is longer than " + std::to_string(max_len) + " characters"), std::string{};
+    if (need == Need::required && value->as_string().empty()) return fail(key, "must not be empty"), std::string{};
+    return std::string(value->as_string());
+}
+
+std::optional<bool> ObjectReader::boolean(std::string_view key, Need need)
+{
+    auto const* value = find(key, need);
+    if (value == nullptr) return std::nullopt;
+    if (!value->is_bool()) return fail(key, "must be true or false"), std::nullopt;
+    return value->as_bool();
+}
+
+std::optional<TimePoint> ObjectReader::time(std::string_view key, Need need)
+{
+    auto const* value = find(key, need);
+    if (value == nullptr) return std::nullopt;
+    auto const parsed = value->is_string() ? parse_rfc3339(value->as_string()) : std::nullopt;
+    if (!parsed) fail(key, "must be an RFC 3339 time such as 2026-11-27T21:00:00Z");
+    return parsed;
+}
+
+std::vector<std::string> ObjectReader::strings(std::string_view key, Need need, std::size_t max_items,
+                                               std::size_t max_len)
+{
+    auto const* value = find(key, need);
+    if (value == nullptr) return {};
+    if (!value->is_array()) return fail(key, "must be a list of strings"), std::vector<std::string>{};
+    auto const& array = value->as_array();
+    if (array.size() > max_items)
+        return fail(key, "has more than " + std::to_string(max_items) + " entries"), std::vector<std::string>{};
+    std::vector<std::string> out;
+    for (auto const& item : array) {
+        if (!item.is_string() || item.as_string().empty() || item.as_string().size() > max_len)
+            return fail(key, "must be a list of non-empty strings"), std::vector<std::string>{};
+        out.emplace_back(item.as_string());
+    }
+    return out;
+}
+
+boost::json::object const* ObjectReader::object(std::string_view key, Need need)
+{
+    auto const* value = find(key, need);
+    if (value == nullptr) return nullptr;
+    if (!value->is_object()) return fail(key, "must be an object"), nullptr;
+    return &value->as_object();
+}
+
+}  // namespace exemptd

@@ -1,0 +1,676 @@
+#include "exemptd/store.hpp"
+
+#include "exemptd/digest.hpp"
+#include "sqlite.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <spdlog/spdlog.h>
+#include <sqlite3.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <stdexcept>
+
+namespace exemptd {
+namespace {
+
+using sqlite::Connection;
+using sqlite::Statement;
+
+constexpr int kCheckinHistoryPerDevice = 50;
+constexpr std::string_view kGenesisHash = "0000000000000000000000000000000000000000000000000000000000000000";
+
+// Each entry moves the schema one version forward; never edit an entry that has shipped.
+constexpr char const* kMigrations[] = {
+    R"sql(
+CREATE TABLE devices (
+  device_id TEXT PRIMARY KEY,
+  enrolled INTEGER,
+  owner TEXT NOT NULL DEFAULT '',
+  source TEXT NOT NULL DEFAULT '',
+  enrollment_updated_at INTEGER,
+  enrollment_updated_by TEXT NOT NULL DEFAULT '',
+  hostname TEXT NOT NULL DEFAULT '',
+  serial TEXT NOT NULL DEFAULT '',
+  os_name TEXT NOT NULL DEFAULT '',
+  os_version TEXT NOT NULL DEFAULT '',
+  last_checkin INTEGER,
+  decision TEXT,
+  basis TEXT,
+  decision_json TEXT,
+  facts_json TEXT NOT NULL DEFAULT '{}',
+  failing_since TEXT NOT NULL DEFAULT '{}'
+) WITHOUT ROWID;
+CREATE TABLE exemptions (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  subject TEXT NOT NULL,
+  state TEXT NOT NULL,
+  expires_at INTEGER NOT NULL,
+  next_review_at INTEGER,
+  record TEXT NOT NULL
+);
+CREATE INDEX exemptions_by_subject ON exemptions(subject, state);
+CREATE INDEX exemptions_by_expiry ON exemptions(state, expires_at);
+CREATE TABLE checkin_nonces (
+  device_id TEXT NOT NULL REFERENCES devices(device_id),
+  nonce TEXT NOT NULL,
+  seen_at INTEGER NOT NULL,
+  PRIMARY KEY (device_id, nonce)
+) WITHOUT ROWID;
+CREATE TABLE checkins (
+  seq INTEGER PRIMARY KEY,
+  device_id TEXT NOT NULL REFERENCES devices(device_id),
+  at INTEGER NOT NULL,
+  reported_at INTEGER NOT NULL,
+  decision TEXT NOT NULL,
+  basis TEXT NOT NULL
+);
+CREATE INDEX checkins_by_device ON checkins(device_id, seq);
+CREATE TABLE decision_history (
+  seq INTEGER PRIMARY KEY,
+  device_id TEXT NOT NULL REFERENCES devices(device_id),
+  at INTEGER NOT NULL,
+  decision_json TEXT NOT NULL
+);
+CREATE INDEX decision_history_by_device ON decision_history(device_id, at);
+CREATE TABLE audit (
+  seq INTEGER PRIMARY KEY,
+  at TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  details TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE TRIGGER audit_is_append_only_update BEFORE UPDATE ON audit
+  BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER audit_is_append_only_delete BEFORE DELETE ON audit
+  BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+)sql",
+};
+
+std::int64_t seconds_of(TimePoint t)
+{
+    return t.time_since_epoch().count();
+}
+
+TimePoint time_of(std::int64_t s)
+{
+    return TimePoint{std::chrono::seconds{s}};
+}
+
+void configure(Connection& db)
+{
+    db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+}
+
+int schema_version(Connection& db)
+{
+    auto& stmt = db.prepare("PRAGMA user_version");
+    return stmt.step() ? static_cast<int>(stmt.integer(0)) : 0;
+}
+
+void migrate(Connection& db)
+{
+    int const target = static_cast<int>(std::size(kMigrations));
+    for (int version = schema_version(db); version < target; ++version) {
+        db.exec("BEGIN IMMEDIATE");
+        try {
+            db.exec(kMigrations[version]);
+            db.exec("PRAGMA user_version=" + std::to_string(version + 1));
+            db.exec("COMMIT");
+        } catch (...) {
+            db.exec("ROLLBACK");
+            throw;
+        }
+        spdlog::info("event=schema_migrated version={}", version + 1);
+    }
+    if (schema_version(db) > target)
+        throw sqlite::Failure{SQLITE_ERROR, "database schema is newer than this exemptd; upgrade exemptd"};
+}
+
+// Columns read by device_from_row, in order.
+#define DEVICE_COLUMNS                                                                                         \
+    "device_id, enrolled, owner, source, enrollment_updated_at, enrollment_updated_by, hostname, serial, " \
+    "os_name, os_version, last_checkin, decision_json, failing_since"
+
+DeviceRecord device_from_row(Statement const& row)
+{
+    DeviceRecord d;
+    d.device_id = row.text(0);
+    if (!row.is_null(1))
+        d.enrollment = Enrollment{row.integer(1) != 0, row.text(2), row.text(3), time_of(row.integer(4)), row.text(5)};
+    d.hostname = row.text(6);
+    d.serial = row.text(7);
+    d.os_name = row.text(8);
+    d.os_version = row.text(9);
+    if (!row.is_null(10)) d.last_checkin = time_of(row.integer(10));
+    if (!row.is_null(11)) {
+        auto decision = decode_decision(row.text(11));
+        if (decision) d.latest_decision = std::move(*decision);
+    }
+    return d;
+}
+
+std::optional<DeviceRecord> find_device(Connection& db, std::string const& device_id)
+{
+    auto& stmt = db.prepare("SELECT " DEVICE_COLUMNS " FROM devices WHERE device_id = ?1");
+    stmt.bind(1, device_id);
+    if (!stmt.step()) return std::nullopt;
+    return device_from_row(stmt);
+}
+
+std::map<std::string, TimePoint> streaks_from_json(std::string const& text)
+{
+    std::map<std::string, TimePoint> out;
+    boost::system::error_code ec;
+    auto const value = boost::json::parse(text, ec);
+    if (ec || !value.is_object()) return out;
+    for (auto const& [key, when] : value.as_object()) {
+        if (when.is_int64()) out.emplace(std::string(key), time_of(when.as_int64()));
+    }
+    return out;
+}
+
+std::string streaks_to_json(std::map<std::string, TimePoint> const& streaks)
+{
+    boost::json::object out;
+    for (auto const& [key, when] : streaks) out[key] = seconds_of(when);
+    return boost::json::serialize(out);
+}
+
+// Appends one record to the hash-chained audit trail inside the caller's transaction.
+void append_audit(Connection& db, AuditEvent const& event)
+{
+    auto& last = db.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
+    std::int64_t seq = 1;
+    std::string prev_hash(kGenesisHash);
+    if (last.step()) {
+        seq = last.integer(0) + 1;
+        prev_hash = last.text(1);
+    }
+    auto const at_text = format_rfc3339(event.at);
+    boost::json::object const canonical{{"seq", seq},           {"at", at_text},
+                                        {"actor", event.actor}, {"action", event.action},
+                                        {"subject", event.subject}, {"details", event.details}};
+    auto const hash = sha256_hex(prev_hash + boost::json::serialize(canonical));
+    db.prepare("INSERT INTO audit (seq, at, actor, action, subject, details, prev_hash, hash) "
+               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+        .bind(1, seq).bind(2, at_text).bind(3, event.actor).bind(4, event.action).bind(5, event.subject)
+        .bind(6, event.details).bind(7, prev_hash).bind(8, hash)
+        .run();
+}
+
+std::string_view decision_word(Decision const& d)
+{
+    return d.allow ? "allow" : "deny";
+}
+
+// True when two decisions differ in outcome or in which control fails or is covered.
+bool decision_changed(std::optional<Decision> const& before, Decision const& after)
+{
+    if (!before || before->allow != after.allow || before->basis != after.basis) return true;
+    if (before->controls.size() != after.controls.size()) return true;
+    for (std::size_t i = 0; i < after.controls.size(); ++i) {
+        auto const& a = before->controls[i];
+        auto const& b = after.controls[i];
+        if (a.id != b.id || a.pass != b.pass || a.covered_by != b.covered_by) return true;
+    }
+    return false;
+}
+
+std::vector<Exemption> read_exemptions(Statement& stmt)
+{
+    std::vector<Exemption> out;
+    while (stmt.step()) {
+        auto e = decode_exemption_record(stmt.text(0));
+        if (!e) throw sqlite::Failure{SQLITE_CORRUPT, "unreadable exemption record"};
+        out.push_back(std::move(*e));
+    }
+    return out;
+}
+
+std::optional<Exemption> find_exemption(Connection& db, std::string const& id)
+{
+    auto& stmt = db.prepare("SELECT record FROM exemptions WHERE id = ?1");
+    stmt.bind(1, id);
+    auto found = read_exemptions(stmt);
+    if (found.empty()) return std::nullopt;
+    return std::move(found.front());
+}
+
+void save_exemption(Connection& db, Exemption const& e)
+{
+    db.prepare("INSERT INTO exemptions (id, subject, state, expires_at, next_review_at, record) "
+               "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET "
+               "state = ?3, expires_at = ?4, next_review_at = ?5, record = ?6")
+        .bind(1, e.id).bind(2, e.subject).bind(3, to_string(e.state)).bind(4, seconds_of(e.expires_at))
+        .bind(5, e.next_review_at ? std::optional<std::int64_t>{seconds_of(*e.next_review_at)} : std::nullopt)
+        .bind(6, encode_exemption_record(e))
+        .run();
+}
+
+std::vector<Exemption> active_exemptions(Connection& db, std::string const& subject)
+{
+    auto& stmt = db.prepare("SELECT record FROM exemptions WHERE subject = ?1 AND state = 'active' ORDER BY seq");
+    stmt.bind(1, subject);
+    return read_exemptions(stmt);
+}
+
+// Re-evaluates a device that has reported facts before, stores the decision and records a
+// change in the decision history and the audit trail. nullopt when the device never checked in.
+std::optional<Decision> refresh_decision(Connection& db, std::string const& device_id, Evaluate const& evaluate,
+                                         TimePoint now)
+{
+    auto& row = db.prepare("SELECT enrolled, facts_json, failing_since, decision_json, last_checkin FROM devices "
+                           "WHERE device_id = ?1");
+    if (!row.bind(1, device_id).step() || row.is_null(4)) return std::nullopt;
+    DeviceFacts const facts{device_id, !row.is_null(0) && row.integer(0) != 0, facts_from_json(row.text(1)),
+                            streaks_from_json(row.text(2))};
+    std::optional<Decision> before;
+    if (!row.is_null(3)) {
+        if (auto d = decode_decision(row.text(3))) before = std::move(*d);
+    }
+    Decision decision = evaluate(facts, active_exemptions(db, "device:" + device_id));
+    auto const decision_json = encode_decision(decision);
+    db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, failing_since = ?5 WHERE device_id = ?1")
+        .bind(1, device_id).bind(2, decision_word(decision)).bind(3, to_string(decision.basis)).bind(4, decision_json)
+        .bind(5, streaks_to_json(failure_streaks(decision)))
+        .run();
+    if (decision_changed(before, decision)) {
+        db.prepare("INSERT INTO decision_history (device_id, at, decision_json) VALUES (?1, ?2, ?3)")
+            .bind(1, device_id).bind(2, seconds_of(now)).bind(3, decision_json).run();
+        boost::json::object const details{{"decision", decision_word(decision)},
+                                          {"basis", to_string(decision.basis)},
+                                          {"previous", before ? decision_word(*before) : "none"}};
+        append_audit(db, {now, "exemptd", "decision.changed", "device:" + device_id, boost::json::serialize(details)});
+    }
+    return decision;
+}
+
+// Re-evaluates the device an exemption is about, if it is one.
+void refresh_subject(Connection& db, std::string const& subject, Evaluate const& evaluate, TimePoint now)
+{
+    auto const parsed = parse_subject(subject);
+    if (parsed && parsed->kind == SubjectKind::device) refresh_decision(db, parsed->id, evaluate, now);
+}
+
+ApiError storage_error(std::string const& what)
+{
+    return api_error(503, "storage_unavailable", "The database could not complete the request: " + what + ".");
+}
+
+// A write waiting for the next group commit.
+struct PendingWrite {
+    std::function<bool(Connection&)> job;  // returns false to roll back its own changes
+    bool done = false;
+    bool committed = false;
+};
+
+class SqliteStore final : public Store {
+public:
+    explicit SqliteStore(std::string path) : path_(std::move(path)), writer_(path_)
+    {
+        configure(writer_);
+        migrate(writer_);
+    }
+
+    Result<EnrollmentOutcome> put_enrollment(std::string const& device_id, Enrollment const& enrollment,
+                                             Evaluate const& evaluate) override;
+    Result<Exemption> create_exemption(Exemption draft) override;
+    ApiResult<Exemption> transition_exemption(std::string const& id, std::string const& action, std::string const& actor,
+                                              TimePoint now, Transition const& transition,
+                                              Evaluate const& evaluate) override;
+    Result<Exemption> get_exemption(std::string const& id) const override;
+    Result<std::vector<Exemption>> list_exemptions(ExemptionQuery const& query) const override;
+    Result<SweepResult> sweep(TimePoint now, Evaluate const& evaluate) override;
+    Result<std::optional<Decision>> current_decision(std::string const& device_id,
+                                                     Evaluate const& evaluate) const override;
+    Result<void> record(AuditEvent const& event) override;
+    Result<DeviceRecord> get_device(std::string const& device_id) const override;
+    Result<std::vector<DeviceRecord>> list_devices(DeviceQuery const& query) const override;
+    ApiResult<Decision> check_in(PostureReport const& report, Evaluate const& evaluate, TimePoint now,
+                                 std::chrono::seconds nonce_ttl) override;
+
+private:
+    bool write(std::function<bool(Connection&)> job);
+    void commit_batch(std::deque<PendingWrite*> const& batch);
+    template <class F>
+    auto read(F&& f) const -> Result<decltype(f(std::declval<Connection&>()))>;
+
+    std::string path_;
+    Connection writer_;  // used only by the current group-commit leader
+    std::mutex queue_mutex_;
+    std::condition_variable queue_cv_;
+    std::deque<PendingWrite*> queue_;
+    bool leader_busy_ = false;
+
+    mutable std::mutex readers_mutex_;
+    mutable std::vector<std::unique_ptr<Connection>> idle_readers_;
+};
+
+// Group commit: whoever finds no commit in progress becomes the leader and commits every queued
+// write in one transaction, each inside its own savepoint; the others wait for the result.
+bool SqliteStore::write(std::function<bool(Connection&)> job)
+{
+    PendingWrite pending{std::move(job)};
+    std::unique_lock lock(queue_mutex_);
+    queue_.push_back(&pending);
+    while (!pending.done) {
+        if (leader_busy_) {
+            queue_cv_.wait(lock);
+            continue;
+        }
+        leader_busy_ = true;
+        auto batch = std::exchange(queue_, {});
+        lock.unlock();
+        commit_batch(batch);
+        lock.lock();
+        for (auto* p : batch) p->done = true;
+        leader_busy_ = false;
+        queue_cv_.notify_all();
+    }
+    return pending.committed;
+}
+
+void SqliteStore::commit_batch(std::deque<PendingWrite*> const& batch)
+{
+    try {
+        writer_.exec("BEGIN IMMEDIATE");
+    } catch (sqlite::Failure const& f) {
+        spdlog::error("event=write_failed stage=begin code={} reason=\"{}\"", f.code, f.message);
+        return;
+    }
+    for (auto* p : batch) {
+        writer_.exec("SAVEPOINT job");
+        bool keep = false;
+        try {
+            keep = p->job(writer_);
+        } catch (sqlite::Failure const& f) {
+            spdlog::error("event=write_failed stage=job code={} reason=\"{}\"", f.code, f.message);
+        } catch (std::exception const& e) {
+            // A bug in a job must not leave the transaction open or the queue without a leader.
+            spdlog::error("event=write_failed stage=job reason=\"{}\"", e.what());
+        }
+        writer_.reset_all();
+        if (!keep) writer_.exec("ROLLBACK TO job");
+        writer_.exec("RELEASE job");
+        p->committed = keep;
+    }
+    try {
+        writer_.exec("COMMIT");
+    } catch (sqlite::Failure const& f) {
+        spdlog::error("event=write_failed stage=commit code={} reason=\"{}\"", f.code, f.message);
+        sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+        for (auto* p : batch) p->committed = false;
+    }
+}
+
+// Runs `f` on an idle read connection (WAL lets readers run beside the writer).
+template <class F>
+auto SqliteStore::read(F&& f) const -> Result<decltype(f(std::declval<Connection&>()))>
+{
+    std::unique_ptr<Connection> conn;
+    {
+        std::lock_guard lock(readers_mutex_);
+        if (!idle_readers_.empty()) {
+            conn = std::move(idle_readers_.back());
+            idle_readers_.pop_back();
+        }
+    }
+    try {
+        if (!conn) {
+            conn = std::make_unique<Connection>(path_);
+            conn->exec("PRAGMA foreign_keys=ON; PRAGMA query_only=ON;");
+        }
+        auto result = f(*conn);
+        conn->reset_all();  // a statement left on a row would pin this reader's snapshot
+        std::lock_guard lock(readers_mutex_);
+        idle_readers_.push_back(std::move(conn));
+        return result;
+    } catch (sqlite::Failure const& failure) {
+        spdlog::error("event=read_failed code={} reason=\"{}\"", failure.code, failure.message);
+        return boost::system::error_code{failure.code, sqlite_category()};
+    }
+}
+
+Result<EnrollmentOutcome> SqliteStore::put_enrollment(std::string const& device_id, Enrollment const& enrollment,
+                                                      Evaluate const& evaluate)
+{
+    EnrollmentOutcome outcome;
+    bool const committed = write([&](Connection& db) {
+        auto const before = find_device(db, device_id);
+        auto const& old = before ? before->enrollment : std::nullopt;
+        outcome.created = !old;
+        outcome.changed = !old || old->enrolled != enrollment.enrolled || old->owner != enrollment.owner ||
+                          old->source != enrollment.source;
+        if (outcome.changed) {
+            db.prepare("INSERT INTO devices (device_id, enrolled, owner, source, enrollment_updated_at, "
+                       "enrollment_updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+                       "ON CONFLICT (device_id) DO UPDATE SET enrolled = ?2, owner = ?3, source = ?4, "
+                       "enrollment_updated_at = ?5, enrollment_updated_by = ?6")
+                .bind(1, device_id).bind(2, std::int64_t{enrollment.enrolled}).bind(3, enrollment.owner)
+                .bind(4, enrollment.source).bind(5, seconds_of(enrollment.updated_at)).bind(6, enrollment.updated_by)
+                .run();
+            boost::json::object const details{
+                {"enrolled", enrollment.enrolled}, {"owner", enrollment.owner}, {"source", enrollment.source}};
+            append_audit(db, {enrollment.updated_at, enrollment.updated_by,
+                              enrollment.enrolled ? "device.enrolled" : "device.unenrolled", "device:" + device_id,
+                              boost::json::serialize(details)});
+            refresh_decision(db, device_id, evaluate, enrollment.updated_at);
+        }
+        outcome.device = *find_device(db, device_id);
+        return true;
+    });
+    if (!committed) return make_error_code(Errc::storage_failure);
+    return outcome;
+}
+
+Result<void> SqliteStore::record(AuditEvent const& event)
+{
+    if (!write([&](Connection& db) { return append_audit(db, event), true; })) return make_error_code(Errc::storage_failure);
+    return {};
+}
+
+Result<Exemption> SqliteStore::create_exemption(Exemption draft)
+{
+    bool const committed = write([&](Connection& db) {
+        auto& next = db.prepare("SELECT coalesce(max(seq), 0) + 1 FROM exemptions");
+        next.step();
+        char id[16];
+        std::snprintf(id, sizeof id, "EX-%06lld", static_cast<long long>(next.integer(0)));
+        draft.id = id;
+        save_exemption(db, draft);
+        boost::json::object const details{{"controls", boost::json::array(draft.controls.begin(), draft.controls.end())},
+                                          {"subject", draft.subject},
+                                          {"risk", to_string(draft.level)},
+                                          {"expires_at", format_rfc3339(draft.expires_at)}};
+        append_audit(db, {draft.requested_at, draft.requested_by, "exemption.requested", "exemption:" + draft.id,
+                          boost::json::serialize(details)});
+        return true;
+    });
+    if (!committed) return make_error_code(Errc::storage_failure);
+    return draft;
+}
+
+ApiResult<Exemption> SqliteStore::transition_exemption(std::string const& id, std::string const& action,
+                                                       std::string const& actor, TimePoint now,
+                                                       Transition const& transition, Evaluate const& evaluate)
+{
+    std::optional<ApiResult<Exemption>> outcome;
+    bool const committed = write([&](Connection& db) {
+        auto current = find_exemption(db, id);
+        if (!current) {
+            outcome = api_error(404, "not_found", "No exemption " + id + " exists.");
+            return false;
+        }
+        outcome = transition(*current);
+        if (outcome->has_error()) return false;
+        Exemption const& next = **outcome;
+        save_exemption(db, next);
+        boost::json::object const details{{"from", to_string(current->state)}, {"to", to_string(next.state)},
+                                          {"expires_at", format_rfc3339(next.expires_at)}};
+        append_audit(db, {now, actor, action, "exemption:" + id, boost::json::serialize(details)});
+        refresh_subject(db, next.subject, evaluate, now);
+        return true;
+    });
+    if (outcome && outcome->has_error()) return *outcome;
+    if (!committed || !outcome) return storage_error("the exemption was not changed");
+    return *outcome;
+}
+
+Result<Exemption> SqliteStore::get_exemption(std::string const& id) const
+{
+    auto found = read([&](Connection& db) { return find_exemption(db, id); });
+    if (!found) return found.error();
+    if (!*found) return make_error_code(Errc::not_found);
+    return std::move(**found);
+}
+
+Result<std::vector<Exemption>> SqliteStore::list_exemptions(ExemptionQuery const& q) const
+{
+    auto const state = q.state ? std::string(to_string(*q.state)) : std::string{};
+    return read([&](Connection& db) {
+        // Effective states: an open exemption whose expiry has passed counts as expired.
+        auto& stmt = db.prepare(
+            "SELECT record FROM exemptions WHERE (?1 = '' OR subject = ?1) "
+            "AND (?2 = '' OR EXISTS (SELECT 1 FROM json_each(record, '$.controls') WHERE value = ?2)) "
+            "AND (?3 = '' OR (?3 = 'expired' AND (state = 'expired' OR (state IN ('pending', 'active') AND expires_at <= ?4))) "
+            "     OR (?3 IN ('pending', 'active') AND state = ?3 AND expires_at > ?4) "
+            "     OR (?3 IN ('rejected', 'revoked') AND state = ?3)) "
+            "AND (?5 IS NULL OR (state = 'active' AND expires_at > ?4 AND expires_at <= ?5)) ORDER BY seq");
+        stmt.bind(1, q.subject).bind(2, q.control).bind(3, state).bind(4, seconds_of(q.now));
+        if (q.expiring_before) stmt.bind(5, seconds_of(*q.expiring_before));
+        return read_exemptions(stmt);
+    });
+}
+
+Result<SweepResult> SqliteStore::sweep(TimePoint now, Evaluate const& evaluate)
+{
+    SweepResult result;
+    bool const committed = write([&](Connection& db) {
+        auto& due = db.prepare("SELECT record FROM exemptions WHERE state IN ('pending', 'active') AND expires_at <= ?1");
+        due.bind(1, seconds_of(now));
+        for (auto e : read_exemptions(due)) {
+            auto const from = e.state;
+            e.state = ExemptionState::expired;
+            save_exemption(db, e);
+            boost::json::object const details{{"from", to_string(from)}, {"expires_at", format_rfc3339(e.expires_at)}};
+            append_audit(db, {now, "exemptd", "exemption.expired", "exemption:" + e.id, boost::json::serialize(details)});
+            refresh_subject(db, e.subject, evaluate, now);
+            ++result.expired;
+        }
+        auto& overdue = db.prepare("SELECT record FROM exemptions WHERE state = 'active' AND next_review_at <= ?1");
+        overdue.bind(1, seconds_of(now));
+        for (auto e : read_exemptions(overdue)) {
+            if (e.overdue_review_flagged == e.next_review_at) continue;
+            e.overdue_review_flagged = e.next_review_at;
+            save_exemption(db, e);
+            boost::json::object const details{{"next_review_at", format_rfc3339(*e.next_review_at)}};
+            append_audit(db, {now, "exemptd", "exemption.review_overdue", "exemption:" + e.id,
+                              boost::json::serialize(details)});
+            ++result.reviews_overdue;
+        }
+        return true;
+    });
+    if (!committed) return make_error_code(Errc::storage_failure);
+    return result;
+}
+
+Result<std::optional<Decision>> SqliteStore::current_decision(std::string const& device_id,
+                                                              Evaluate const& evaluate) const
+{
+    auto found = read([&](Connection& db) -> std::optional<std::optional<Decision>> {
+        auto& row = db.prepare("SELECT enrolled, facts_json, failing_since, last_checkin FROM devices WHERE device_id = ?1");
+        if (!row.bind(1, device_id).step()) return std::nullopt;
+        if (row.is_null(3)) return std::optional<Decision>{};
+        DeviceFacts const facts{device_id, !row.is_null(0) && row.integer(0) != 0, facts_from_json(row.text(1)),
+                                streaks_from_json(row.text(2))};
+        return std::optional<Decision>{evaluate(facts, active_exemptions(db, "device:" + device_id))};
+    });
+    if (!found) return found.error();
+    if (!*found) return make_error_code(Errc::not_found);
+    return std::move(**found);
+}
+
+Result<DeviceRecord> SqliteStore::get_device(std::string const& device_id) const
+{
+    auto found = read([&](Connection& db) { return find_device(db, device_id); });
+    if (!found) return found.error();
+    if (!*found) return make_error_code(Errc::not_found);
+    return std::move(**found);
+}
+
+Result<std::vector<DeviceRecord>> SqliteStore::list_devices(DeviceQuery const& query) const
+{
+    return read([&](Connection& db) {
+        auto& stmt = db.prepare(
+            "SELECT " DEVICE_COLUMNS " FROM devices WHERE "
+            "?1 = 0 OR (?1 = 1 AND decision = 'allow') OR (?1 = 2 AND decision = 'deny') "
+            "OR (?1 = 3 AND decision = 'allow' AND basis = 'exempted') OR (?1 = 4 AND coalesce(enrolled, 0) = 0) "
+            "OR (?1 = 5 AND coalesce(last_checkin, 0) < ?2) ORDER BY device_id");
+        stmt.bind(1, static_cast<std::int64_t>(query.state)).bind(2, seconds_of(query.stale_before));
+        std::vector<DeviceRecord> out;
+        while (stmt.step()) out.push_back(device_from_row(stmt));
+        return out;
+    });
+}
+
+ApiResult<Decision> SqliteStore::check_in(PostureReport const& report, Evaluate const& evaluate, TimePoint now,
+                                          std::chrono::seconds nonce_ttl)
+{
+    std::optional<ApiResult<Decision>> outcome;
+    bool const committed = write([&](Connection& db) {
+        db.prepare("INSERT INTO devices (device_id) VALUES (?1) ON CONFLICT DO NOTHING").bind(1, report.device_id).run();
+        db.prepare("DELETE FROM checkin_nonces WHERE device_id = ?1 AND seen_at < ?2")
+            .bind(1, report.device_id).bind(2, seconds_of(now - nonce_ttl)).run();
+        auto& seen = db.prepare("SELECT 1 FROM checkin_nonces WHERE device_id = ?1 AND nonce = ?2");
+        if (seen.bind(1, report.device_id).bind(2, report.nonce).step()) {
+            outcome = api_error(409, "replay", "This report's nonce was already used by this device; send a fresh one.");
+            return false;
+        }
+        db.prepare("INSERT INTO checkin_nonces (device_id, nonce, seen_at) VALUES (?1, ?2, ?3)")
+            .bind(1, report.device_id).bind(2, report.nonce).bind(3, seconds_of(now)).run();
+        db.prepare("UPDATE devices SET hostname = ?2, serial = ?3, os_name = ?4, os_version = ?5, last_checkin = ?6, "
+                   "facts_json = ?7 WHERE device_id = ?1")
+            .bind(1, report.device_id).bind(2, report.hostname).bind(3, report.serial).bind(4, report.os_name)
+            .bind(5, report.os_version).bind(6, seconds_of(now)).bind(7, facts_to_json(report.facts))
+            .run();
+        auto decision = *refresh_decision(db, report.device_id, evaluate, now);
+        db.prepare("INSERT INTO checkins (device_id, at, reported_at, decision, basis) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(1, report.device_id).bind(2, seconds_of(now)).bind(3, seconds_of(report.reported_at))
+            .bind(4, decision_word(decision)).bind(5, to_string(decision.basis)).run();
+        db.prepare("DELETE FROM checkins WHERE device_id = ?1 AND seq <= (SELECT seq FROM checkins WHERE device_id = ?1 "
+                   "ORDER BY seq DESC LIMIT 1 OFFSET ?2)")
+            .bind(1, report.device_id).bind(2, std::int64_t{kCheckinHistoryPerDevice}).run();
+        outcome = std::move(decision);
+        return true;
+    });
+    if (outcome && outcome->has_error()) return *outcome;
+    if (!committed || !outcome) return storage_error("the check-in was not saved");
+    return *outcome;
+}
+
+}  // namespace
+
+std::unique_ptr<Store> open_sqlite_store(std::string const& path)
+{
+    try {
+        // Readers use connections of their own, so an in-memory database must be a shared one.
+        if (path == ":memory:") {
+            static std::atomic<int> counter{0};
+            return std::make_unique<SqliteStore>("file:exemptd-memory-" + std::to_string(++counter) +
+                                                 "?mode=memory&cache=shared");
+        }
+        return std::make_unique<SqliteStore>(path);
+    } catch (sqlite::Failure const& f) {
+        throw std::runtime_error("cannot open database " + path + ": " + f.message);
+    }
+}
+
+}  // namespace exemptd

@@ -1,0 +1,159 @@
+#include "daemon.hpp"
+
+#include "exemptd/config.hpp"
+#include "exemptd/logging.hpp"
+#include "exemptd/store.hpp"
+#include "exemptd/tls.hpp"
+#include "metrics.hpp"
+#include "router.hpp"
+#include "server.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+namespace exemptd::daemon {
+namespace {
+
+ServerTlsFiles tls_files(DaemonConfig const& config)
+{
+    return {config.tls_cert, config.tls_key, config.client_ca, config.client_crl};
+}
+
+// Writes the bound ports where a supervisor or a test can read them, atomically.
+void write_ready_file(std::string const& path, Endpoint const& api, Endpoint const& metrics)
+{
+    auto const tmp = path + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::trunc);
+        out << "listen=" << api.host << ":" << api.port << "\n"
+            << "metrics_listen=" << metrics.host << ":" << metrics.port << "\n";
+    }
+    std::filesystem::rename(tmp, path);
+}
+
+void audit_policy_load(Store& store, Policy const& policy)
+{
+    boost::json::object const details{{"version", policy.version}, {"source", policy.source},
+                                      {"controls", policy.controls.size()}};
+    auto const recorded = store.record({system_now(), "exemptd", "policy.loaded", "policy", boost::json::serialize(details)});
+    if (!recorded) spdlog::error("event=audit_failed action=policy.loaded reason=\"{}\"", recorded.error().message());
+}
+
+// SIGHUP: a new policy and new TLS files; anything that fails to load leaves the old one in force.
+SslCtxPtr reload(DaemonConfig const& config, Router& router, Store& store)
+{
+    sd_notify(0, "RELOADING=1");
+    auto policy = load_policy_file(config.policy);
+    if (!policy) {
+        spdlog::error("event=policy_reload_refused reason=\"{}\"", policy.error().to_string());
+    } else if (policy->version != router.policy()->version) {
+        spdlog::info("event=policy_loaded version={} source={}", policy->version, policy->source);
+        audit_policy_load(store, *policy);
+        router.set_policy(std::make_shared<Policy const>(std::move(*policy)));
+    }
+    auto tls = make_server_tls(tls_files(config));
+    if (!tls) spdlog::error("event=tls_reload_refused reason=\"{}\"", tls.error());
+    sd_notify(0, "READY=1");
+    return tls ? std::move(*tls) : nullptr;
+}
+
+// Expires due exemptions and flags overdue reviews; runs at start-up and then periodically.
+void sweep(Router const& router)
+{
+    auto const result = router.sweep();
+    if (!result) {
+        spdlog::error("event=sweep_failed reason=\"{}\"", result.error().message());
+        return;
+    }
+    if (result->expired > 0 || result->reviews_overdue > 0)
+        spdlog::info("event=sweep expired={} reviews_overdue={}", result->expired, result->reviews_overdue);
+}
+
+int thread_count(DaemonConfig const& config)
+{
+    if (config.threads > 0) return config.threads;
+    return static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+}
+
+}  // namespace
+
+int run_daemon(std::string const& config_path, std::string const& ready_file)
+{
+    auto config = load_config_file(config_path);
+    if (!config) {
+        std::cerr << "exemptd: " << config.error().to_string() << "\n";
+        return 1;
+    }
+    setup_logging(config->log_level);
+    auto policy = load_policy_file(config->policy);
+    if (!policy) {
+        spdlog::critical("event=start_failed reason=\"{}\"", policy.error().to_string());
+        return 1;
+    }
+    auto tls = make_server_tls(tls_files(*config));
+    if (!tls) {
+        spdlog::critical("event=start_failed reason=\"{}\"", tls.error());
+        return 1;
+    }
+    std::unique_ptr<Store> store;
+    try {
+        store = open_sqlite_store(config->database);
+    } catch (std::exception const& e) {
+        spdlog::critical("event=start_failed reason=\"{}\"", e.what());
+        return 1;
+    }
+    spdlog::info("event=policy_loaded version={} source={}", policy->version, policy->source);
+    audit_policy_load(*store, *policy);
+    Metrics metrics;
+    Router router(std::make_shared<Policy const>(std::move(*policy)), *store, metrics);
+    ServerOptions options;
+    options.listen = config->listen;
+    options.metrics_listen = config->metrics_listen;
+    options.limits = config->limits;
+    options.threads = thread_count(*config);
+    options.on_ready = [&](Endpoint const& api, Endpoint const& metrics_endpoint) {
+        if (!ready_file.empty()) write_ready_file(ready_file, api, metrics_endpoint);
+        sd_notify(0, "READY=1");
+    };
+    options.on_reload = [&] { return reload(*config, router, *store); };
+    options.on_stopping = [] { sd_notify(0, "STOPPING=1"); };
+    options.on_tick = [&router] { sweep(router); };
+    options.tick_interval = config->sweep_interval;
+    sweep(router);
+    Server server(std::move(options), std::move(*tls), router, metrics);
+    server.run();
+    spdlog::info("event=stopped");
+    return 0;
+}
+
+int check_policy(std::string const& path)
+{
+    auto policy = load_policy_file(path);
+    if (!policy) {
+        std::cerr << "exemptd: " << policy.error().to_string() << "\n";
+        return 1;
+    }
+    std::cout << "exemptd: " << path << " is valid (" << policy->controls.size() << " controls, " << policy->version
+              << ")\n";
+    return 0;
+}
+
+int check_config(std::string const& path)
+{
+    if (looks_like_policy(path)) return check_policy(path);
+    auto config = load_config_file(path);
+    if (!config) {
+        std::cerr << "exemptd: " << config.error().to_string() << "\n";
+        return 1;
+    }
+    return check_policy(config->policy);
+}
+
+}  // namespace exemptd::daemon

@@ -1,0 +1,20 @@
+#pragma once
+// Transport-neutral HTTP request and response, so that routing never sees sockets or Beast.
+
+#include <string>
+
+namespace exemptd::daemon {
+
+struct HttpRequest {
+    std::string method;  // "GET", "POST", ...
+    std::string target;  // path and query, as sent
+    std::string body;
+};
+
+struct HttpResponse {
+    int status = 200;
+    std::string body;
+    std::string content_type = "application/json";
+};
+
+}  // namespace exemptd::daemon

@@ -1,0 +1,71 @@
+#pragma once
+// The API: a synchronous function from (caller, request) to response. It never touches sockets,
+// so it is unit-tested without a network.
+
+#include "exemptd/identity.hpp"
+#include "exemptd/policy.hpp"
+#include "exemptd/store.hpp"
+#include "exemptd/time.hpp"
+#include "http_types.hpp"
+#include "metrics.hpp"
+
+#include <atomic>
+#include <memory>
+#include <optional>
+
+namespace exemptd::daemon {
+
+class Router {
+public:
+    // `store` and `metrics` must outlive the router.
+    Router(std::shared_ptr<Policy const> policy, Store& store, Metrics& metrics, Clock clock = system_now);
+    Router(Router const&) = delete;
+    Router& operator=(Router const&) = delete;
+
+    // Decides from the request line alone whether the caller may make this request: an error
+    // response (403, 404, 405) to send without reading the body, or nullopt to go on. Thread-safe.
+    [[nodiscard]] std::optional<HttpResponse> precheck(ClientId const& client, std::string_view method,
+                                                       std::string_view target) const;
+
+    // Answers one request. Never throws; every failure is an error response. Thread-safe.
+    [[nodiscard]] HttpResponse handle(ClientId const& client, HttpRequest const& request) const;
+
+    // Replaces the policy used by requests that start after the call. Thread-safe.
+    void set_policy(std::shared_ptr<Policy const> policy);
+
+    // The policy in force. Thread-safe.
+    [[nodiscard]] std::shared_ptr<Policy const> policy() const;
+
+    // The decision function for the policy in force at `now`, as the store calls it: a failing
+    // control is covered only by an exemption that the evaluator accepts and, for a control that
+    // requires an agreement, whose agreement binding holds. Thread-safe.
+    [[nodiscard]] Evaluate evaluator(TimePoint now) const;
+
+    // Expires due exemptions and flags overdue reviews (the sweeper). Thread-safe.
+    [[nodiscard]] Result<SweepResult> sweep() const;
+
+private:
+    [[nodiscard]] HttpResponse dispatch(ClientId const& client, HttpRequest const& request) const;
+    [[nodiscard]] HttpResponse checkin(ClientId const& client, HttpRequest const& request) const;
+    [[nodiscard]] HttpResponse device_decision(std::string const& device_id) const;
+    [[nodiscard]] HttpResponse device_show(std::string const& device_id) const;
+    [[nodiscard]] HttpResponse device_list(std::string_view query) const;
+    [[nodiscard]] HttpResponse put_enrollment(ClientId const& client, std::string const& device_id,
+                                              std::string const& body) const;
+    [[nodiscard]] HttpResponse exemption_request(ClientId const& client, std::string const& body) const;
+    [[nodiscard]] HttpResponse exemption_list(std::string_view query) const;
+    [[nodiscard]] HttpResponse exemption_show(std::string const& id) const;
+    [[nodiscard]] HttpResponse exemption_change(ClientId const& client, std::string const& id, std::string_view verb,
+                                                std::string const& body) const;
+
+
+    std::atomic<std::shared_ptr<Policy const>> policy_;
+    Store& store_;
+    Metrics& metrics_;
+    Clock clock_;
+};
+
+// An API error as its HTTP response (SPEC §4 error body).
+[[nodiscard]] HttpResponse error_response(ApiError const& error);
+
+}  // namespace exemptd::daemon

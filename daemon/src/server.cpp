@@ -1,0 +1,447 @@
+#include "server.hpp"
+
+#include "exemptd/identity.hpp"
+#include "metrics.hpp"
+#include "router.hpp"
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+namespace exemptd::daemon {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+
+using Token = net::as_tuple_t<net::use_awaitable_t<>>;
+using TcpStream = Token::as_default_on_t<beast::tcp_stream>;
+using TlsStream = beast::ssl_stream<TcpStream>;
+using Acceptor = Token::as_default_on_t<tcp::acceptor>;
+using Response = http::response<http::string_body>;
+
+constexpr auto kShutdownTimeout = std::chrono::seconds{2};
+constexpr auto kDrainTimeout = std::chrono::seconds{2};
+
+auto log_if_thrown(std::string_view what)
+{
+    return [what](std::exception_ptr e) {
+        if (!e) return;
+        try {
+            std::rethrow_exception(e);
+        } catch (std::exception const& ex) {
+            spdlog::error("event=coroutine_failed what={} reason=\"{}\"", what, ex.what());
+        }
+    };
+}
+
+std::string peer_string(tcp::socket const& socket)
+{
+    boost::system::error_code ec;
+    auto const ep = socket.remote_endpoint(ec);
+    return ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+std::string certificate_subject(SSL* ssl)
+{
+    X509* cert = SSL_get0_peer_certificate(ssl);
+    if (cert == nullptr) return {};
+    char buffer[256];
+    X509_NAME_oneline(X509_get_subject_name(cert), buffer, sizeof buffer);
+    return buffer;
+}
+
+Response to_beast(HttpResponse const& r, unsigned version, bool keep_alive)
+{
+    Response res{static_cast<http::status>(r.status), version};
+    res.set(http::field::server, "exemptd");
+    res.set(http::field::content_type, r.content_type);
+    res.set(http::field::cache_control, "no-store");
+    res.keep_alive(keep_alive);
+    res.body() = r.body;
+    res.prepare_payload();
+    return res;
+}
+
+tcp::endpoint to_asio(Endpoint const& e)
+{
+    return {net::ip::make_address(e.host), e.port};
+}
+
+// One io_context and the sessions living on it; touched only from its own thread.
+struct Worker {
+    struct Slot {
+        TcpStream* stream;
+        bool idle;
+    };
+    net::io_context ioc{1};
+    net::executor_work_guard<net::io_context::executor_type> guard{ioc.get_executor()};
+    std::unordered_set<Slot*> sessions;
+};
+
+}  // namespace
+
+struct Server::Impl {
+    Impl(ServerOptions o, SslCtxPtr tls_ctx, Router const& r, Metrics& m)
+        : options(std::move(o)), tls(std::make_shared<ssl::context>(tls_ctx.release())), router(r), metrics(m)
+    {
+        for (int i = 0; i < std::max(1, options.threads); ++i) workers.push_back(std::make_unique<Worker>());
+    }
+
+    std::shared_ptr<ssl::context> current_tls()
+    {
+        std::lock_guard lock(tls_mutex);
+        return tls;
+    }
+
+    Worker& next_worker() { return *workers[next++ % workers.size()]; }
+
+    void bind();
+    void begin_stop();
+    void finish_stop();
+    net::awaitable<void> accept_api();
+    net::awaitable<void> accept_metrics();
+    net::awaitable<void> wait_for_sessions();
+    net::awaitable<void> handle_signals();
+    net::awaitable<void> tick();
+    net::awaitable<void> run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls_ctx);
+    net::awaitable<void> serve_requests(TlsStream& stream, Worker::Slot& slot, ClientId const& client);
+    net::awaitable<void> run_metrics_session(tcp::socket socket);
+
+    ServerOptions options;
+    std::mutex tls_mutex;
+    std::shared_ptr<ssl::context> tls;
+    Router const& router;
+    Metrics& metrics;
+    std::vector<std::unique_ptr<Worker>> workers;
+    std::size_t next = 0;
+    std::optional<Acceptor> api_acceptor;
+    std::optional<Acceptor> metrics_acceptor;
+    std::optional<net::signal_set> signals;
+    std::atomic<bool> stopping{false};
+    std::atomic<int> active_sessions{0};
+};
+
+namespace {
+
+Acceptor open_acceptor(net::io_context& ioc, Endpoint const& where)
+{
+    Acceptor acceptor{ioc};
+    auto const ep = to_asio(where);
+    acceptor.open(ep.protocol());
+    acceptor.set_option(net::socket_base::reuse_address(true));
+    acceptor.bind(ep);
+    acceptor.listen(net::socket_base::max_listen_connections);
+    return acceptor;
+}
+
+Endpoint bound(Acceptor const& acceptor)
+{
+    auto const ep = acceptor.local_endpoint();
+    return {ep.address().to_string(), ep.port()};
+}
+
+// Counts a session for the graceful stop and registers it with its worker.
+class SessionGuard {
+public:
+    SessionGuard(std::atomic<int>& active, Worker& worker, Worker::Slot& slot) : active_(active), worker_(worker), slot_(slot)
+    {
+        active_.fetch_add(1);
+        worker_.sessions.insert(&slot_);
+    }
+    ~SessionGuard()
+    {
+        worker_.sessions.erase(&slot_);
+        active_.fetch_sub(1);
+    }
+    SessionGuard(SessionGuard const&) = delete;
+    SessionGuard& operator=(SessionGuard const&) = delete;
+
+private:
+    std::atomic<int>& active_;
+    Worker& worker_;
+    Worker::Slot& slot_;
+};
+
+// After refusing a request whose body was not read, reads and discards what the client still
+// sends (bounded) so that closing the socket does not reset the connection before the client
+// has read the answer.
+net::awaitable<void> drain_and_close(TcpStream& stream, std::size_t max_bytes)
+{
+    boost::system::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream.expires_after(kDrainTimeout);
+    std::array<char, 16384> sink;
+    for (std::size_t total = 0; total < max_bytes;) {
+        auto [ec, n] = co_await stream.async_read_some(net::buffer(sink));
+        if (ec) break;
+        total += n;
+    }
+    stream.close();
+}
+
+}  // namespace
+
+void Server::Impl::bind()
+{
+    api_acceptor.emplace(open_acceptor(workers[0]->ioc, options.listen));
+    metrics_acceptor.emplace(open_acceptor(workers[0]->ioc, options.metrics_listen));
+    spdlog::info("event=listening api={}:{} metrics={}:{}", options.listen.host, bound(*api_acceptor).port,
+                 options.metrics_listen.host, bound(*metrics_acceptor).port);
+    if (options.on_ready) options.on_ready(bound(*api_acceptor), bound(*metrics_acceptor));
+}
+
+net::awaitable<void> Server::Impl::accept_api()
+{
+    while (!stopping) {
+        Worker& worker = next_worker();
+        tcp::socket socket{worker.ioc};
+        auto [ec] = co_await api_acceptor->async_accept(socket);
+        if (ec) {
+            if (stopping || ec == net::error::operation_aborted) break;
+            spdlog::warn("event=accept_failed reason=\"{}\"", ec.message());
+            continue;
+        }
+        net::co_spawn(worker.ioc, run_session(worker, std::move(socket), current_tls()), log_if_thrown("session"));
+    }
+}
+
+net::awaitable<void> Server::Impl::run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls_ctx)
+{
+    auto const peer = peer_string(socket);
+    TlsStream stream{TcpStream{std::move(socket)}, *tls_ctx};
+    auto& lowest = beast::get_lowest_layer(stream);
+    Worker::Slot slot{&lowest, false};
+    SessionGuard const guard{active_sessions, worker, slot};
+    metrics.connection_opened();
+    struct Closed {
+        Metrics& m;
+        ~Closed() { m.connection_closed(); }
+    } const closed{metrics};
+
+    lowest.expires_after(options.limits.handshake_timeout);
+    if (auto [ec] = co_await stream.async_handshake(ssl::stream_base::server); ec) {
+        metrics.count_handshake_failure();
+        spdlog::info("event=handshake_failed peer={} reason=\"{}\"", peer, ec.message());
+        co_return;
+    }
+    auto const subject = certificate_subject(stream.native_handle());
+    auto const client = identity_from_certificate(SSL_get0_peer_certificate(stream.native_handle()));
+    if (!client) {
+        spdlog::warn("event=client_refused peer={} subject=\"{}\" reason=\"certificate carries no valid exemptd identity\"",
+                     peer, subject);
+        co_return;
+    }
+    spdlog::debug("event=connected peer={} subject=\"{}\" role={}", peer, subject, to_string(client->role));
+    co_await serve_requests(stream, slot, *client);
+}
+
+net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slot& slot, ClientId const& client)
+{
+    auto& lowest = beast::get_lowest_layer(stream);
+    auto const& limits = options.limits;
+    beast::flat_buffer buffer;
+    for (;;) {
+        http::request_parser<http::string_body> parser;
+        parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
+        parser.body_limit(limits.max_body_bytes);
+        slot.idle = buffer.size() == 0;
+        if (stopping && slot.idle) break;
+        lowest.expires_after(slot.idle ? limits.idle_timeout : limits.request_timeout);
+        auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser);
+        slot.idle = false;
+        if (hec == http::error::end_of_stream || hec == ssl::error::stream_truncated) break;
+        std::optional<HttpResponse> refusal;
+        if (hec == http::error::header_limit)
+            refusal = error_response(api_error(431, "headers_too_large", "The request headers are too large."));
+        else if (hec == http::error::body_limit)  // a declared Content-Length above the limit
+            refusal = error_response(api_error(413, "body_too_large", "The request body is larger than the limit."));
+        else if (hec && hec.category() == make_error_code(http::error::bad_target).category())
+            refusal = error_response(api_error(400, "bad_request", "The request is not valid HTTP/1.1."));
+        else if (hec)
+            break;  // timeout or connection failure: nothing to answer
+        auto& header = parser.get();
+        if (!refusal) refusal = router.precheck(client, header.method_string(), header.target());
+        if (refusal) {
+            // The body (if any) stays unread, so the connection cannot carry another request.
+            auto res = to_beast(*refusal, hec ? 11 : header.version(), false);
+            lowest.expires_after(limits.request_timeout);
+            co_await http::async_write(stream, res);
+            metrics.count_response(refusal->status);
+            co_await drain_and_close(lowest, limits.max_body_bytes);
+            co_return;
+        }
+        if (beast::iequals(header[http::field::expect], "100-continue")) {
+            http::response<http::empty_body> cont{http::status::continue_, header.version()};
+            co_await http::async_write(stream, cont);
+        }
+        lowest.expires_after(limits.request_timeout);
+        auto [bec, bn] = co_await http::async_read(stream, buffer, parser);
+        HttpResponse answer;
+        bool keep_alive = header.keep_alive() && !stopping;
+        if (bec == http::error::body_limit) {
+            answer = error_response(api_error(413, "body_too_large", "The request body is larger than the limit."));
+            keep_alive = false;
+        } else if (bec) {
+            break;
+        } else {
+            answer = router.handle(client, HttpRequest{std::string(header.method_string()), std::string(header.target()),
+                                                       std::move(parser.get().body())});
+        }
+        auto res = to_beast(answer, header.version(), keep_alive);
+        auto [wec, wn] = co_await http::async_write(stream, res);
+        if (wec || !keep_alive) break;
+    }
+    lowest.expires_after(kShutdownTimeout);
+    co_await stream.async_shutdown();  // peers may skip close_notify; the result does not matter
+}
+
+net::awaitable<void> Server::Impl::accept_metrics()
+{
+    while (!stopping) {
+        tcp::socket socket{workers[0]->ioc};
+        auto [ec] = co_await metrics_acceptor->async_accept(socket);
+        if (ec) {
+            if (stopping || ec == net::error::operation_aborted) break;
+            continue;
+        }
+        net::co_spawn(workers[0]->ioc, run_metrics_session(std::move(socket)), log_if_thrown("metrics session"));
+    }
+}
+
+net::awaitable<void> Server::Impl::run_metrics_session(tcp::socket socket)
+{
+    TcpStream stream{std::move(socket)};
+    beast::flat_buffer buffer;
+    http::request_parser<http::empty_body> parser;
+    parser.header_limit(8192);
+    stream.expires_after(options.limits.request_timeout);
+    auto [ec, n] = co_await http::async_read(stream, buffer, parser);
+    if (ec) co_return;
+    auto const& req = parser.get();
+    HttpResponse answer;
+    if (req.method() != http::verb::get)
+        answer = error_response(api_error(405, "method_not_allowed", "Only GET is served here."));
+    else if (req.target() == "/healthz")
+        answer = {200, stopping ? R"({"status":"stopping"})" : R"({"status":"ok"})"};
+    else if (req.target() == "/metrics")
+        answer = {200, metrics.render(), "text/plain; version=0.0.4"};
+    else
+        answer = error_response(api_error(404, "not_found", "There is no such route."));
+    auto res = to_beast(answer, req.version(), false);
+    co_await http::async_write(stream, res);
+    boost::system::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+}
+
+net::awaitable<void> Server::Impl::handle_signals()
+{
+    for (;;) {
+        auto [ec, signal] = co_await signals->async_wait(Token{});
+        if (ec) co_return;
+        if (signal != SIGHUP) {
+            spdlog::info("event=stopping signal={}", signal);
+            begin_stop();
+            co_return;
+        }
+        if (!options.on_reload) continue;
+        if (auto fresh = options.on_reload()) {
+            std::lock_guard lock(tls_mutex);
+            tls = std::make_shared<ssl::context>(fresh.release());
+        }
+    }
+}
+
+net::awaitable<void> Server::Impl::tick()
+{
+    net::steady_timer timer{workers[0]->ioc};
+    while (!stopping) {
+        timer.expires_after(options.tick_interval);
+        auto [ec] = co_await timer.async_wait(Token{});
+        if (ec || stopping) break;
+        options.on_tick();
+    }
+}
+
+// Stops accepting, wakes sessions that wait for a next request, and lets the rest finish.
+void Server::Impl::begin_stop()
+{
+    if (stopping.exchange(true)) return;
+    if (options.on_stopping) options.on_stopping();
+    net::post(workers[0]->ioc, [this] {
+        boost::system::error_code ignored;
+        api_acceptor->close(ignored);
+        metrics_acceptor->close(ignored);
+        net::co_spawn(workers[0]->ioc, wait_for_sessions(), log_if_thrown("shutdown"));
+    });
+    for (auto& worker : workers) {
+        net::post(worker->ioc, [w = worker.get()] {
+            for (auto* slot : w->sessions) {
+                if (slot->idle) slot->stream->cancel();
+            }
+        });
+    }
+}
+
+net::awaitable<void> Server::Impl::wait_for_sessions()
+{
+    net::steady_timer timer{workers[0]->ioc};
+    auto const deadline = std::chrono::steady_clock::now() + options.shutdown_grace;
+    while (active_sessions.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+        timer.expires_after(std::chrono::milliseconds{20});
+        co_await timer.async_wait(Token{});
+    }
+    if (active_sessions.load() > 0)
+        spdlog::warn("event=shutdown_grace_expired sessions={}", active_sessions.load());
+    finish_stop();
+}
+
+void Server::Impl::finish_stop()
+{
+    for (auto& worker : workers) {
+        worker->guard.reset();
+        worker->ioc.stop();
+    }
+}
+
+Server::Server(ServerOptions options, SslCtxPtr tls, Router const& router, Metrics& metrics)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(tls), router, metrics))
+{
+}
+
+Server::~Server() = default;
+
+void Server::run()
+{
+    auto& main_ioc = impl_->workers[0]->ioc;
+    // Signals are caught before the ready notice, so a SIGTERM right after it stops cleanly.
+    impl_->signals.emplace(main_ioc, SIGTERM, SIGINT, SIGHUP);
+    impl_->bind();
+    net::co_spawn(main_ioc, impl_->accept_api(), log_if_thrown("api acceptor"));
+    net::co_spawn(main_ioc, impl_->accept_metrics(), log_if_thrown("metrics acceptor"));
+    net::co_spawn(main_ioc, impl_->handle_signals(), log_if_thrown("signals"));
+    if (impl_->options.on_tick) net::co_spawn(main_ioc, impl_->tick(), log_if_thrown("tick"));
+    std::vector<std::jthread> threads;
+    for (std::size_t i = 1; i < impl_->workers.size(); ++i)
+        threads.emplace_back([w = impl_->workers[i].get()] { w->ioc.run(); });
+    main_ioc.run();
+}
+
+void Server::stop()
+{
+    impl_->begin_stop();
+}
+
+}  // namespace exemptd::daemon

@@ -1,0 +1,55 @@
+#pragma once
+// The network side of the daemon: the mutual-TLS API listener, the plain loopback listener for
+// /healthz and /metrics, one io_context per thread, and signal handling. Beast and Asio stay in
+// server.cpp behind this header.
+
+#include "exemptd/config.hpp"
+#include "exemptd/tls.hpp"
+
+#include <functional>
+#include <memory>
+
+namespace exemptd::daemon {
+
+class Router;
+class Metrics;
+
+struct ServerOptions {
+    Endpoint listen;
+    Endpoint metrics_listen;
+    Limits limits;
+    int threads = 1;
+    std::chrono::seconds shutdown_grace{10};
+    // Called once both listeners are bound, with the ports actually bound.
+    std::function<void(Endpoint const& api, Endpoint const& metrics)> on_ready;
+    // Called on SIGHUP from an I/O thread; returns a new TLS context to use for new connections,
+    // or nullptr to keep the current one.
+    std::function<SslCtxPtr()> on_reload;
+    // Called on SIGTERM/SIGINT before the listeners close.
+    std::function<void()> on_stopping;
+    // Called every `tick_interval` from an I/O thread while serving (the exemption sweeper).
+    std::function<void()> on_tick;
+    std::chrono::seconds tick_interval{60};
+};
+
+class Server {
+public:
+    // `router` and `metrics` must outlive the server.
+    Server(ServerOptions options, SslCtxPtr tls, Router const& router, Metrics& metrics);
+    ~Server();
+    Server(Server const&) = delete;
+    Server& operator=(Server const&) = delete;
+
+    // Binds the listeners, serves until SIGTERM/SIGINT (or stop()), then lets requests in flight
+    // finish within the grace period. Blocks; throws std::system_error when a listener cannot bind.
+    void run();
+
+    // Starts the same graceful stop as SIGTERM. Thread-safe.
+    void stop();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace exemptd::daemon

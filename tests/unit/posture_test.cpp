@@ -1,0 +1,240 @@
+#include "support.hpp"
+
+#include "exemptd/posture.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <string>
+
+using Catch::Matchers::Contains;
+using exemptd::FactValue;
+using exemptd::test::fixed_time;
+using exemptd::test::PostureJson;
+
+namespace {
+
+// Decodes `body` and requires a 400 with `code`; returns the message for further checks.
+std::string refusal(std::string const& body, std::string const& code)
+{
+    auto const decoded = exemptd::decode_posture(body);
+    INFO("body: " << body);
+    REQUIRE_FALSE(decoded);
+    CHECK(decoded.error().status == 400);
+    CHECK(decoded.error().code == code);
+    CHECK_FALSE(decoded.error().message.empty());
+    return decoded.error().message;
+}
+
+std::string deep_json(int depth)
+{
+    std::string body;
+    for (int i = 0; i < depth; ++i) body += "{\"a\":";
+    body += "1";
+    body += std::string(static_cast<std::size_t>(depth), '}');
+    return body;
+}
+
+}  // namespace
+
+TEST_CASE("The SPEC's posture report decodes field by field", "[posture]")
+{
+    auto const decoded = exemptd::decode_posture(exemptd::test::read_text(exemptd::test::data_path("posture/laptop-0042.json")));
+    REQUIRE(decoded);
+    auto const& r = *decoded;
+    CHECK(r.device_id == "LAPTOP-0042");
+    CHECK(r.hostname == "sam-laptop");
+    CHECK(r.serial == "C02XYZ123");
+    CHECK(r.os_name == "debian");
+    CHECK(r.os_version == "12.8");
+    CHECK(r.agent_version == "0.1.0");
+    CHECK(r.reported_at == fixed_time("2026-11-27T21:00:00Z"));
+    CHECK(r.nonce == "4f1c2a9e7b3d5a60");
+    REQUIRE(r.facts.size() == 6);
+    CHECK(r.facts.at("disk_encrypted") == FactValue{true});
+    CHECK(r.facts.at("screen_lock_seconds") == FactValue{std::int64_t{300}});
+    CHECK(r.facts.at("os_patch_age_days") == FactValue{std::int64_t{12}});
+    CHECK(r.facts.at("kernel") == FactValue{std::string("6.1.0-28-amd64")});
+    CHECK(r.facts.at("battery_health") == FactValue{0.87});
+}
+
+TEST_CASE("Optional posture fields may be left out", "[posture]")
+{
+    PostureJson body;
+    body.erase("hostname").erase("serial").erase("os").erase("facts").erase("agent_version");
+    auto const decoded = exemptd::decode_posture(body.str());
+    REQUIRE(decoded);
+    CHECK(decoded->hostname.empty());
+    CHECK(decoded->os_name.empty());
+    CHECK(decoded->facts.empty());
+    CHECK(decoded->device_id == "LAPTOP-0042");
+}
+
+TEST_CASE("A body that is not a JSON object is refused as malformed_json", "[posture]")
+{
+    for (std::string const& body : std::vector<std::string>{"", "{", "not json", "[]", "\"LAPTOP-0042\"", "42", "null",
+                                   "{\"device_id\": \"LAPTOP-0042\",}"}) {
+        refusal(body, "malformed_json");
+    }
+    SECTION("nesting deeper than 32 levels is refused, not recursed into") {
+        refusal(deep_json(40), "malformed_json");
+    }
+}
+
+TEST_CASE("A missing or mistyped required posture field is refused naming the field", "[posture]")
+{
+    SECTION("device_id missing") {
+        CHECK_THAT(refusal(PostureJson{}.erase("device_id").str(), "invalid_field"), Contains("device_id"));
+    }
+    SECTION("device_id null") {
+        CHECK_THAT(refusal(PostureJson{}.set("device_id", nullptr).str(), "invalid_field"), Contains("device_id"));
+    }
+    SECTION("device_id a number") {
+        CHECK_THAT(refusal(PostureJson{}.set("device_id", 42).str(), "invalid_field"), Contains("device_id"));
+    }
+    SECTION("nonce missing") {
+        CHECK_THAT(refusal(PostureJson{}.erase("nonce").str(), "invalid_field"), Contains("nonce"));
+    }
+    SECTION("reported_at missing") {
+        CHECK_THAT(refusal(PostureJson{}.erase("reported_at").str(), "invalid_field"), Contains("reported_at"));
+    }
+    SECTION("reported_at not a time") {
+        CHECK_THAT(refusal(PostureJson{}.set("reported_at", "yesterday").str(), "invalid_field"),
+                   Contains("reported_at"));
+    }
+    SECTION("reported_at a number of seconds") {
+        CHECK_THAT(refusal(PostureJson{}.set("reported_at", 1795813200).str(), "invalid_field"),
+                   Contains("reported_at"));
+    }
+    SECTION("hostname a boolean") {
+        CHECK_THAT(refusal(PostureJson{}.set("hostname", true).str(), "invalid_field"), Contains("hostname"));
+    }
+    SECTION("hostname longer than 256 characters") {
+        CHECK_THAT(refusal(PostureJson{}.set("hostname", boost::json::value(std::string(257, 'h'))).str(), "invalid_field"),
+                   Contains("hostname"));
+    }
+    SECTION("os not an object") {
+        CHECK_THAT(refusal(PostureJson{}.set("os", "debian 12").str(), "invalid_field"), Contains("os"));
+    }
+    SECTION("os.name a number") {
+        CHECK_THAT(refusal(PostureJson{}.set("os", {{"name", 12}}).str(), "invalid_field"), Contains("os.name"));
+    }
+}
+
+TEST_CASE("A device id outside 1-64 characters of [A-Za-z0-9._:-] is refused", "[posture]")
+{
+    for (std::string const& id : std::vector<std::string>{"", "LAPTOP 0042", "LAPTOP/0042", "laptop#1", "LAPTÖP", std::string(65, 'a')}) {
+        CHECK_THAT(refusal(PostureJson{}.set("device_id", boost::json::value(id)).str(), "invalid_field"),
+                   Contains("device_id"));
+    }
+    SECTION("every allowed character and the full 64 are accepted") {
+        for (std::string const& id : std::vector<std::string>{"a", "A.b_c:d-9", std::string(64, 'Z')}) {
+            auto const decoded = exemptd::decode_posture(PostureJson{id}.str());
+            REQUIRE(decoded);
+            CHECK(decoded->device_id == id);
+        }
+    }
+}
+
+TEST_CASE("A nonce must be 8-128 printable characters", "[posture]")
+{
+    SECTION("7 characters are too few") {
+        CHECK_THAT(refusal(PostureJson{}.nonce("1234567").str(), "invalid_field"), Contains("nonce"));
+    }
+    SECTION("129 characters are too many") {
+        CHECK_THAT(refusal(PostureJson{}.nonce(std::string(129, 'n')).str(), "invalid_field"), Contains("nonce"));
+    }
+    SECTION("a space or control character is not printable") {
+        CHECK_THAT(refusal(PostureJson{}.nonce("abcd efgh").str(), "invalid_field"), Contains("nonce"));
+        CHECK_THAT(refusal(PostureJson{}.nonce("abcd\tefgh").str(), "invalid_field"), Contains("nonce"));
+    }
+    SECTION("a number is not a nonce") {
+        CHECK_THAT(refusal(PostureJson{}.set("nonce", 1234567890).str(), "invalid_field"), Contains("nonce"));
+    }
+    SECTION("8 and 128 characters are accepted") {
+        CHECK(exemptd::decode_posture(PostureJson{}.nonce("12345678").str()));
+        CHECK(exemptd::decode_posture(PostureJson{}.nonce(std::string(128, 'n')).str()));
+    }
+}
+
+TEST_CASE("A fact must be a boolean, a number or a short string", "[posture]")
+{
+    SECTION("facts not an object") {
+        CHECK_THAT(refusal(PostureJson{}.set("facts", boost::json::array{1, 2}).str(), "invalid_field"),
+                   Contains("facts"));
+    }
+    SECTION("an array fact") {
+        CHECK_THAT(refusal(PostureJson{}.fact("ports", boost::json::array{22, 443}).str(), "invalid_field"),
+                   Contains("facts.ports"));
+    }
+    SECTION("an object fact") {
+        CHECK_THAT(refusal(PostureJson{}.fact("disk", {{"encrypted", true}}).str(), "invalid_field"),
+                   Contains("facts.disk"));
+    }
+    SECTION("a null fact") {
+        CHECK_THAT(refusal(PostureJson{}.fact("disk_encrypted", nullptr).str(), "invalid_field"),
+                   Contains("facts.disk_encrypted"));
+    }
+    SECTION("an integer beyond int64") {
+        auto body = PostureJson{}.str();
+        auto const at = body.find("\"os_patch_age_days\":12");
+        REQUIRE(at != std::string::npos);
+        body.replace(at, 22, "\"os_patch_age_days\":18446744073709551615");
+        CHECK_THAT(refusal(body, "invalid_field"), Contains("facts.os_patch_age_days"));
+    }
+    SECTION("a string longer than 256 characters") {
+        CHECK_THAT(refusal(PostureJson{}.fact("kernel", boost::json::value(std::string(257, 'k'))).str(),
+                           "invalid_field"),
+                   Contains("facts.kernel"));
+    }
+    SECTION("an empty fact name") {
+        CHECK_THAT(refusal(PostureJson{}.fact("", true).str(), "invalid_field"), Contains("facts"));
+    }
+    SECTION("more than 64 facts") {
+        PostureJson body;
+        for (int i = 0; i < 65; ++i) body.fact("fact_" + std::to_string(i), i);
+        CHECK_THAT(refusal(body.str(), "invalid_field"), Contains("facts"));
+    }
+    SECTION("a negative number and a 256-character string are fine") {
+        auto const decoded =
+            exemptd::decode_posture(PostureJson{}.fact("offset", -3).fact("note", boost::json::value(std::string(256, 'x'))).str());
+        REQUIRE(decoded);
+        CHECK(decoded->facts.at("offset") == FactValue{std::int64_t{-3}});
+    }
+}
+
+TEST_CASE("An encoded posture report decodes to the same report", "[posture]")
+{
+    auto const original = PostureJson{}.fact("kernel", "6.1.0").fact("battery_health", 0.5).report();
+    auto const decoded = exemptd::decode_posture(exemptd::encode_posture(original));
+    REQUIRE(decoded);
+    CHECK(decoded->device_id == original.device_id);
+    CHECK(decoded->hostname == original.hostname);
+    CHECK(decoded->serial == original.serial);
+    CHECK(decoded->os_name == original.os_name);
+    CHECK(decoded->os_version == original.os_version);
+    CHECK(decoded->agent_version == original.agent_version);
+    CHECK(decoded->reported_at == original.reported_at);
+    CHECK(decoded->nonce == original.nonce);
+    CHECK(decoded->facts == original.facts);
+}
+
+TEST_CASE("A fact is shown to people as plain text", "[posture]")
+{
+    CHECK(exemptd::fact_to_string(FactValue{true}) == "true");
+    CHECK(exemptd::fact_to_string(FactValue{std::int64_t{300}}) == "300");
+    CHECK(exemptd::fact_to_string(FactValue{std::string("abc")}) == "abc");
+}
+
+TEST_CASE("Stored facts read back with the same kinds and values", "[posture]")
+{
+    exemptd::Facts const facts{{"disk_encrypted", FactValue{true}},
+                               {"screen_lock_seconds", FactValue{std::int64_t{300}}},
+                               {"battery_health", FactValue{2.0}},
+                               {"kernel", FactValue{std::string("6.1.0")}}};
+    CHECK(exemptd::facts_from_json(exemptd::facts_to_json(facts)) == facts);
+    CHECK(exemptd::facts_from_json(exemptd::facts_to_json({})).empty());
+    SECTION("unreadable storage gives no facts rather than an error") {
+        CHECK(exemptd::facts_from_json("not json").empty());
+        CHECK(exemptd::facts_from_json("[1, 2]").empty());
+    }
+}

@@ -1,0 +1,631 @@
+#include "support.hpp"
+
+#include "exemptd/evaluator.hpp"
+#include "exemptd/store.hpp"
+
+#include <catch2/catch.hpp>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <vector>
+
+using namespace std::chrono_literals;
+using exemptd::Basis;
+using exemptd::Decision;
+using exemptd::DeviceFacts;
+using exemptd::DeviceQuery;
+using exemptd::DeviceState;
+using exemptd::Enrollment;
+using exemptd::Errc;
+using exemptd::TimePoint;
+using exemptd::test::fixed_time;
+using exemptd::test::PostureJson;
+
+namespace {
+
+TimePoint const t0 = fixed_time("2026-11-27T21:00:00Z");
+constexpr std::chrono::seconds kNonceTtl = 660s;
+
+// A second, independent connection to a store's file, to look at what was written.
+class Inspector {
+public:
+    explicit Inspector(std::string const& path)
+    {
+        if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK)
+            throw std::runtime_error("cannot open " + path);
+        sqlite3_busy_timeout(db_, 2000);
+    }
+    ~Inspector() { sqlite3_close(db_); }
+    Inspector(Inspector const&) = delete;
+    Inspector& operator=(Inspector const&) = delete;
+
+    // Every row of `sql`, each column as text ("" for NULL).
+    std::vector<std::vector<std::string>> rows(std::string const& sql)
+    {
+        sqlite3_stmt* stmt = nullptr;
+        if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK)
+            throw std::runtime_error(sqlite3_errmsg(db_));
+        std::vector<std::vector<std::string>> out;
+        while (sqlite3_step(stmt) == SQLITE_ROW) {
+            std::vector<std::string> row;
+            for (int i = 0; i < sqlite3_column_count(stmt); ++i) {
+                auto const* text = reinterpret_cast<char const*>(sqlite3_column_text(stmt, i));
+                row.emplace_back(text != nullptr ? text : "");
+            }
+            out.push_back(std::move(row));
+        }
+        sqlite3_finalize(stmt);
+        return out;
+    }
+    long long number(std::string const& sql) { return std::stoll(rows(sql).at(0).at(0)); }
+    // The result code of running `sql`.
+    int exec(std::string const& sql) { return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr); }
+
+private:
+    sqlite3* db_ = nullptr;
+};
+
+Enrollment enrollment(bool enrolled, std::string owner = "sam@example.com", TimePoint at = t0,
+                      std::string source = "mdm")
+{
+    return Enrollment{enrolled, std::move(owner), std::move(source), at, "admin@example.com"};
+}
+
+exemptd::PostureReport report(std::string const& device_id, std::string const& nonce, TimePoint at = t0)
+{
+    return PostureJson{device_id, at}.nonce(nonce).report();
+}
+
+// Evaluates with the standard policy, as the router does.
+exemptd::Evaluate standard_evaluate(TimePoint now)
+{
+    static exemptd::Policy const policy = exemptd::test::standard_policy();
+    return [now](DeviceFacts const& facts, std::vector<exemptd::Exemption> const&) {
+        return exemptd::evaluate(policy, facts, {}, now);
+    };
+}
+
+// For enrollments of devices that have not checked in, which are not evaluated.
+exemptd::Evaluate const kNoEvaluate = [](DeviceFacts const&, std::vector<exemptd::Exemption> const&) -> Decision {
+    throw std::logic_error("a device that never checked in was evaluated");
+};
+
+// An evaluator that records what the store handed it and answers a fixed decision.
+struct RecordingEvaluate {
+    std::vector<DeviceFacts> seen;
+    bool allow = true;
+    Basis basis = Basis::compliant;
+
+    exemptd::Evaluate fn(TimePoint now)
+    {
+        return [this, now](DeviceFacts const& facts, std::vector<exemptd::Exemption> const&) {
+            seen.push_back(facts);
+            Decision d;
+            d.device_id = facts.device_id;
+            d.allow = allow;
+            d.basis = basis;
+            d.evaluated_at = now;
+            d.controls.push_back({"MDM-01", "Device is enrolled in MDM", allow, allow ? "" : "not enrolled", "", "", {}, {}});
+            return d;
+        };
+    }
+};
+
+exemptd::ApiResult<Decision> check_in(exemptd::Store& store, std::string const& device, std::string const& nonce,
+                                      TimePoint now, exemptd::Evaluate const& evaluate)
+{
+    return store.check_in(report(device, nonce, now), evaluate, now, kNonceTtl);
+}
+
+std::vector<std::string> ids(exemptd::Result<std::vector<exemptd::DeviceRecord>> const& devices)
+{
+    if (!devices) throw std::runtime_error("list_devices failed: " + devices.error().message());
+    std::vector<std::string> out;
+    for (auto const& d : *devices) out.push_back(d.device_id);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("A new enrollment creates the device and is audited", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+
+    auto const first = store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate);
+    REQUIRE(first);
+    CHECK(first->created);
+    CHECK(first->changed);
+    CHECK(first->device.device_id == "LAPTOP-0042");
+    REQUIRE(first->device.enrollment);
+    CHECK(first->device.enrollment->enrolled);
+    CHECK(first->device.enrollment->owner == "sam@example.com");
+    CHECK(first->device.enrollment->source == "mdm");
+    CHECK(first->device.enrollment->updated_at == t0);
+    CHECK(first->device.enrollment->updated_by == "admin@example.com");
+    CHECK_FALSE(first->device.last_checkin);
+    CHECK_FALSE(first->device.latest_decision);
+
+    Inspector db(path);
+    auto const audit = db.rows("SELECT actor, action, subject, at FROM audit ORDER BY seq");
+    REQUIRE(audit.size() == 1);
+    CHECK(audit[0] == std::vector<std::string>{"admin@example.com", "device.enrolled", "device:LAPTOP-0042",
+                                               "2026-11-27T21:00:00Z"});
+
+    SECTION("the same enrollment again changes and audits nothing") {
+        auto const again = store->put_enrollment("LAPTOP-0042", enrollment(true, "sam@example.com", t0 + 1h), kNoEvaluate);
+        REQUIRE(again);
+        CHECK_FALSE(again->created);
+        CHECK_FALSE(again->changed);
+        REQUIRE(again->device.enrollment);
+        CHECK(again->device.enrollment->updated_at == t0);  // nothing was written
+        CHECK(db.number("SELECT count(*) FROM audit") == 1);
+    }
+    SECTION("a different enrollment updates the device and is audited") {
+        auto const changed = store->put_enrollment("LAPTOP-0042", enrollment(false, "sam@example.com", t0 + 1h, "manual"), kNoEvaluate);
+        REQUIRE(changed);
+        CHECK_FALSE(changed->created);
+        CHECK(changed->changed);
+        REQUIRE(changed->device.enrollment);
+        CHECK_FALSE(changed->device.enrollment->enrolled);
+        CHECK(changed->device.enrollment->source == "manual");
+        CHECK(changed->device.enrollment->updated_at == t0 + 1h);
+        auto const rows = db.rows("SELECT action FROM audit ORDER BY seq");
+        CHECK(rows == std::vector<std::vector<std::string>>{{"device.enrolled"}, {"device.unenrolled"}});
+    }
+    SECTION("a new owner alone is a change") {
+        auto const changed = store->put_enrollment("LAPTOP-0042", enrollment(true, "jordan@example.com"), kNoEvaluate);
+        REQUIRE(changed);
+        CHECK(changed->changed);
+        CHECK(changed->device.enrollment->owner == "jordan@example.com");
+    }
+}
+
+TEST_CASE("An unknown device is not_found", "[store]")
+{
+    auto store = exemptd::open_sqlite_store(":memory:");
+    auto const device = store->get_device("LAPTOP-0042");
+    REQUIRE_FALSE(device);
+    CHECK(device.error() == exemptd::make_error_code(Errc::not_found));
+}
+
+TEST_CASE("Each :memory: store is a database of its own", "[store]")
+{
+    auto a = exemptd::open_sqlite_store(":memory:");
+    auto b = exemptd::open_sqlite_store(":memory:");
+    REQUIRE(a->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+    CHECK(a->get_device("LAPTOP-0042"));
+    CHECK_FALSE(b->get_device("LAPTOP-0042"));
+}
+
+TEST_CASE("A check-in stores the report's identity fields and the decision", "[store]")
+{
+    auto store = exemptd::open_sqlite_store(":memory:");
+    auto const decision = check_in(*store, "LAPTOP-0042", "nonce-0001", t0, standard_evaluate(t0));
+    REQUIRE(decision);
+    CHECK_FALSE(decision->allow);  // not in the registry, so MDM-01 fails
+    CHECK(decision->basis == Basis::noncompliant);
+
+    auto const device = store->get_device("LAPTOP-0042");
+    REQUIRE(device);
+    CHECK_FALSE(device->enrollment);  // a check-in never enrolls
+    CHECK(device->hostname == "sam-laptop");
+    CHECK(device->serial == "C02XYZ123");
+    CHECK(device->os_name == "debian");
+    CHECK(device->os_version == "12.8");
+    CHECK(device->last_checkin == t0);
+    REQUIRE(device->latest_decision);
+    CHECK(exemptd::encode_decision(*device->latest_decision) == exemptd::encode_decision(*decision));
+}
+
+TEST_CASE("A check-in evaluates enrollment from the registry, never from the report", "[store]")
+{
+    auto store = exemptd::open_sqlite_store(":memory:");
+    RecordingEvaluate evaluate;
+
+    SECTION("unknown to the registry") {
+        REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
+        REQUIRE(evaluate.seen.size() == 1);
+        CHECK_FALSE(evaluate.seen[0].enrolled);
+        CHECK(evaluate.seen[0].device_id == "LAPTOP-0042");
+        CHECK(evaluate.seen[0].facts.at("disk_encrypted") == exemptd::FactValue{true});
+    }
+    SECTION("enrolled in the registry") {
+        REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+        REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
+        CHECK(evaluate.seen.at(0).enrolled);
+        auto const allowed = check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 1min, standard_evaluate(t0 + 1min));
+        REQUIRE(allowed);
+        CHECK(allowed->allow);
+        CHECK(allowed->basis == Basis::compliant);
+    }
+    SECTION("recorded as a personal device that is not enrolled") {
+        REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(false), kNoEvaluate));
+        REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
+        CHECK_FALSE(evaluate.seen.at(0).enrolled);
+    }
+}
+
+TEST_CASE("Enrolling a device that has checked in re-evaluates its decision at once", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    auto const denied = check_in(*store, "LAPTOP-0042", "nonce-0001", t0, standard_evaluate(t0));
+    REQUIRE(denied);
+    REQUIRE_FALSE(denied->allow);
+
+    auto const enrolled = store->put_enrollment("LAPTOP-0042", enrollment(true, "sam@example.com", t0 + 1h),
+                                                standard_evaluate(t0 + 1h));
+    REQUIRE(enrolled);
+    REQUIRE(enrolled->device.latest_decision);
+    CHECK(enrolled->device.latest_decision->allow);
+    CHECK(enrolled->device.latest_decision->basis == Basis::compliant);
+    CHECK(enrolled->device.last_checkin == t0);  // an enrollment is not a check-in
+
+    Inspector db(path);
+    auto const actions = db.rows("SELECT action, at FROM audit ORDER BY seq");
+    CHECK(actions == std::vector<std::vector<std::string>>{{"decision.changed", "2026-11-27T21:00:00Z"},
+                                                           {"device.enrolled", "2026-11-27T22:00:00Z"},
+                                                           {"decision.changed", "2026-11-27T22:00:00Z"}});
+}
+
+TEST_CASE("The current decision is evaluated afresh from the stored facts without storing it", "[store]")
+{
+    auto store = exemptd::open_sqlite_store(":memory:");
+    RecordingEvaluate evaluate;
+
+    SECTION("an unknown device is not_found") {
+        auto const current = store->current_decision("LAPTOP-0042", evaluate.fn(t0));
+        REQUIRE_FALSE(current);
+        CHECK(current.error() == exemptd::make_error_code(Errc::not_found));
+    }
+    SECTION("a device that never checked in has none") {
+        REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+        auto const current = store->current_decision("LAPTOP-0042", evaluate.fn(t0));
+        REQUIRE(current);
+        CHECK_FALSE(*current);
+        CHECK(evaluate.seen.empty());
+    }
+    SECTION("a device that checked in is evaluated from its latest report") {
+        REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+        auto r = PostureJson{"LAPTOP-0042", t0}.nonce("nonce-0001").fact("disk_encrypted", false).fact("kernel", "6.1").report();
+        REQUIRE(store->check_in(r, standard_evaluate(t0), t0, kNonceTtl));
+
+        evaluate.allow = false;
+        evaluate.basis = Basis::noncompliant;
+        auto const current = store->current_decision("LAPTOP-0042", evaluate.fn(t0 + 1h));
+        REQUIRE(current);
+        REQUIRE(*current);
+        CHECK((*current)->evaluated_at == t0 + 1h);
+        REQUIRE(evaluate.seen.size() == 1);
+        auto const& facts = evaluate.seen[0];
+        CHECK(facts.enrolled);
+        CHECK(facts.facts == r.facts);
+        CHECK(facts.failing_since == std::map<std::string, TimePoint>{{"ENC-01", t0}});
+
+        auto const stored = store->get_device("LAPTOP-0042");
+        REQUIRE(stored);
+        REQUIRE(stored->latest_decision);
+        CHECK(stored->latest_decision->allow);  // still the check-in's decision (grace)
+        CHECK(stored->latest_decision->evaluated_at == t0);
+    }
+}
+
+TEST_CASE("A replayed nonce is refused with 409 replay and nothing is written", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    RecordingEvaluate evaluate;
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
+    Inspector db(path);
+    auto const audit_before = db.number("SELECT count(*) FROM audit");
+    auto const checkins_before = db.number("SELECT count(*) FROM checkins");
+
+    evaluate.allow = false;
+    evaluate.basis = Basis::noncompliant;
+    auto replay = PostureJson{"LAPTOP-0042", t0 + 1min}.nonce("nonce-0001").set("hostname", "evil-twin").report();
+    auto const refused = store->check_in(replay, evaluate.fn(t0 + 1min), t0 + 1min, kNonceTtl);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().status == 409);
+    CHECK(refused.error().code == "replay");
+    CHECK(evaluate.seen.size() == 1);  // the replay was not even evaluated
+
+    auto const device = store->get_device("LAPTOP-0042");
+    REQUIRE(device);
+    CHECK(device->hostname == "sam-laptop");
+    CHECK(device->last_checkin == t0);
+    REQUIRE(device->latest_decision);
+    CHECK(device->latest_decision->allow);
+    CHECK(db.number("SELECT count(*) FROM audit") == audit_before);
+    CHECK(db.number("SELECT count(*) FROM checkins") == checkins_before);
+
+    SECTION("a fresh nonce is accepted") {
+        CHECK(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 1min, evaluate.fn(t0 + 1min)));
+    }
+    SECTION("the same nonce from another device is not a replay") {
+        CHECK(check_in(*store, "LAPTOP-0043", "nonce-0001", t0 + 1min, evaluate.fn(t0 + 1min)));
+    }
+    SECTION("a nonce is forgotten once it is older than the TTL") {
+        CHECK_FALSE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0 + kNonceTtl, evaluate.fn(t0 + kNonceTtl)));
+        CHECK(check_in(*store, "LAPTOP-0042", "nonce-0001", t0 + kNonceTtl + 1s, evaluate.fn(t0 + kNonceTtl + 1s)));
+    }
+}
+
+TEST_CASE("Failure streaks carry across check-ins so grace counts from the first failure", "[store]")
+{
+    auto store = exemptd::open_sqlite_store(":memory:");
+    REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+    auto const unencrypted = [&](std::string const& nonce, TimePoint at) {
+        auto r = PostureJson{"LAPTOP-0042", at}.nonce(nonce).fact("disk_encrypted", false).report();
+        return store->check_in(r, standard_evaluate(at), at, kNonceTtl);
+    };
+    auto const enc = [](Decision const& d) { return d.controls.at(1); };
+
+    auto const first = unencrypted("nonce-0001", t0);
+    REQUIRE(first);
+    REQUIRE(enc(*first).id == "ENC-01");
+    CHECK(enc(*first).failing_since == t0);
+    CHECK(first->basis == Basis::grace);
+
+    SECTION("still failing 71 hours later: same streak, still in grace") {
+        auto const later = unencrypted("nonce-0002", t0 + 71h);
+        REQUIRE(later);
+        CHECK(enc(*later).failing_since == t0);
+        CHECK(enc(*later).grace_until == t0 + 72h);
+        CHECK(later->allow);
+        CHECK(later->basis == Basis::grace);
+    }
+    SECTION("still failing 72 hours later: grace is over") {
+        REQUIRE(unencrypted("nonce-0002", t0 + 1h));
+        auto const later = unencrypted("nonce-0003", t0 + 72h);
+        REQUIRE(later);
+        CHECK(enc(*later).failing_since == t0);
+        CHECK_FALSE(later->allow);
+        CHECK(later->basis == Basis::noncompliant);
+    }
+    SECTION("a passing check-in ends the streak") {
+        auto r = PostureJson{"LAPTOP-0042", t0 + 1h}.nonce("nonce-0002").report();
+        REQUIRE(store->check_in(r, standard_evaluate(t0 + 1h), t0 + 1h, kNonceTtl));
+        auto const again = unencrypted("nonce-0003", t0 + 80h);
+        REQUIRE(again);
+        CHECK(enc(*again).failing_since == t0 + 80h);
+        CHECK(again->basis == Basis::grace);
+    }
+    SECTION("the stored streak is what the evaluator receives") {
+        RecordingEvaluate evaluate;
+        REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 2h, evaluate.fn(t0 + 2h)));
+        REQUIRE(evaluate.seen.size() == 1);
+        CHECK(evaluate.seen[0].failing_since == std::map<std::string, TimePoint>{{"ENC-01", t0}});
+    }
+}
+
+TEST_CASE("A changed decision is audited and an unchanged one is not", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    RecordingEvaluate evaluate;
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 15min, evaluate.fn(t0 + 15min)));
+    evaluate.allow = false;
+    evaluate.basis = Basis::noncompliant;
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0003", t0 + 30min, evaluate.fn(t0 + 30min)));
+
+    Inspector db(path);
+    auto const audit = db.rows("SELECT action, subject, at FROM audit ORDER BY seq");
+    REQUIRE(audit.size() == 2);
+    CHECK(audit[0] == std::vector<std::string>{"decision.changed", "device:LAPTOP-0042", "2026-11-27T21:00:00Z"});
+    CHECK(audit[1] == std::vector<std::string>{"decision.changed", "device:LAPTOP-0042", "2026-11-27T21:30:00Z"});
+    CHECK(db.number("SELECT count(*) FROM checkins WHERE device_id = 'LAPTOP-0042'") == 3);
+}
+
+TEST_CASE("The audit trail is hash-chained and append-only", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    REQUIRE(store->record({t0, "exemptd", "policy.loaded", "policy", R"({"version":"sha256:abc"})"}));
+    REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+    REQUIRE(store->record({t0 + 1s, "exemptd", "policy.loaded", "policy", R"({"version":"sha256:def"})"}));
+
+    Inspector db(path);
+    auto const rows = db.rows("SELECT seq, prev_hash, hash, action, details FROM audit ORDER BY seq");
+    REQUIRE(rows.size() == 3);
+    CHECK(rows[0][0] == "1");
+    CHECK(rows[0][1] == std::string(64, '0'));
+    CHECK(rows[0][4] == R"({"version":"sha256:abc"})");
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        INFO("record " << rows[i][0]);
+        CHECK(rows[i][2].size() == 64);
+        CHECK(rows[i][2].find_first_not_of("0123456789abcdef") == std::string::npos);
+        if (i > 0) CHECK(rows[i][1] == rows[i - 1][2]);
+    }
+    CHECK(rows[0][2] != rows[2][2]);
+
+    SECTION("an update is refused by the database") {
+        CHECK(db.exec("UPDATE audit SET actor = 'mallory' WHERE seq = 1") != SQLITE_OK);
+        CHECK(db.rows("SELECT actor FROM audit WHERE seq = 1").at(0).at(0) == "exemptd");
+    }
+    SECTION("a delete is refused by the database") {
+        CHECK(db.exec("DELETE FROM audit WHERE seq = 3") != SQLITE_OK);
+        CHECK(db.number("SELECT count(*) FROM audit") == 3);
+    }
+}
+
+TEST_CASE("Check-in history is bounded per device", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    RecordingEvaluate evaluate;
+    for (int i = 0; i < 55; ++i) {
+        auto const at = t0 + std::chrono::minutes{15 * i};
+        REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-" + std::to_string(1000 + i), at, evaluate.fn(at)));
+    }
+    REQUIRE(check_in(*store, "LAPTOP-0043", "nonce-0001", t0, evaluate.fn(t0)));
+    Inspector db(path);
+    CHECK(db.number("SELECT count(*) FROM checkins WHERE device_id = 'LAPTOP-0042'") == 50);
+    CHECK(db.number("SELECT count(*) FROM checkins WHERE device_id = 'LAPTOP-0043'") == 1);
+    // The newest are kept.
+    CHECK(db.number("SELECT max(at) FROM checkins WHERE device_id = 'LAPTOP-0042'") ==
+          (t0 + std::chrono::minutes{15 * 54}).time_since_epoch().count());
+}
+
+TEST_CASE("Device lists filter by overlapping states", "[store]")
+{
+    auto store = exemptd::open_sqlite_store(":memory:");
+    auto const now = t0 + 100h;
+    auto const stale_before = now - 72h;
+    RecordingEvaluate evaluate;
+
+    // A: enrolled, recent, compliant.
+    REQUIRE(store->put_enrollment("A-COMPLIANT", enrollment(true), kNoEvaluate));
+    REQUIRE(check_in(*store, "A-COMPLIANT", "nonce-a-01", now - 1h, evaluate.fn(now - 1h)));
+    // B: not in the registry, recent, denied.
+    evaluate.allow = false;
+    evaluate.basis = Basis::noncompliant;
+    REQUIRE(check_in(*store, "B-DENIED", "nonce-b-01", now - 1h, evaluate.fn(now - 1h)));
+    // C: recorded as not enrolled (BYOD), recent, allowed on an exemption.
+    evaluate.allow = true;
+    evaluate.basis = Basis::exempted;
+    REQUIRE(store->put_enrollment("C-EXEMPTED", enrollment(false), kNoEvaluate));
+    REQUIRE(check_in(*store, "C-EXEMPTED", "nonce-c-01", now - 1h, evaluate.fn(now - 1h)));
+    // D: enrolled 100 hours ago, never checked in (stale however one counts).
+    REQUIRE(store->put_enrollment("D-SILENT", enrollment(true), kNoEvaluate));
+    // E: enrolled, allowed in grace, last seen 80 hours ago.
+    evaluate.basis = Basis::grace;
+    REQUIRE(store->put_enrollment("E-STALE", enrollment(true), kNoEvaluate));
+    REQUIRE(check_in(*store, "E-STALE", "nonce-e-01", now - 80h, evaluate.fn(now - 80h)));
+    // F: enrolled, denied, last seen exactly at the stale boundary.
+    evaluate.allow = false;
+    evaluate.basis = Basis::noncompliant;
+    REQUIRE(store->put_enrollment("F-BOUNDARY", enrollment(true), kNoEvaluate));
+    REQUIRE(check_in(*store, "F-BOUNDARY", "nonce-f-01", stale_before, evaluate.fn(stale_before)));
+
+    auto const list = [&](DeviceState state) { return ids(store->list_devices(DeviceQuery{state, stale_before})); };
+    using Ids = std::vector<std::string>;
+    CHECK(list(DeviceState::any) == Ids{"A-COMPLIANT", "B-DENIED", "C-EXEMPTED", "D-SILENT", "E-STALE", "F-BOUNDARY"});
+    CHECK(list(DeviceState::allowed) == Ids{"A-COMPLIANT", "C-EXEMPTED", "E-STALE"});
+    CHECK(list(DeviceState::denied) == Ids{"B-DENIED", "F-BOUNDARY"});
+    CHECK(list(DeviceState::exempted) == Ids{"C-EXEMPTED"});
+    CHECK(list(DeviceState::unenrolled) == Ids{"B-DENIED", "C-EXEMPTED"});
+    CHECK(list(DeviceState::stale) == Ids{"D-SILENT", "E-STALE"});
+
+    SECTION("the listed records carry the device's data") {
+        auto const devices = store->list_devices(DeviceQuery{DeviceState::exempted, stale_before});
+        REQUIRE(devices);
+        REQUIRE(devices->size() == 1);
+        auto const& c = devices->front();
+        REQUIRE(c.enrollment);
+        CHECK_FALSE(c.enrollment->enrolled);
+        CHECK(c.last_checkin == now - 1h);
+        REQUIRE(c.latest_decision);
+        CHECK(c.latest_decision->basis == Basis::exempted);
+    }
+    SECTION("an empty store lists nothing") {
+        auto empty = exemptd::open_sqlite_store(":memory:");
+        CHECK(ids(empty->list_devices(DeviceQuery{})).empty());
+    }
+}
+
+TEST_CASE("A read does not hide or block later writes", "[store]")
+{
+    SECTION("a list after a device read sees a device enrolled in between (file)") {
+        exemptd::test::TempDir dir;
+        auto store = exemptd::open_sqlite_store(dir.file("exemptd.db"));
+        REQUIRE(store->put_enrollment("LAPTOP-0001", enrollment(true), kNoEvaluate));
+        REQUIRE(store->get_device("LAPTOP-0001"));
+        REQUIRE(store->put_enrollment("LAPTOP-0002", enrollment(true), kNoEvaluate));
+        CHECK(ids(store->list_devices(DeviceQuery{})) == std::vector<std::string>{"LAPTOP-0001", "LAPTOP-0002"});
+    }
+    SECTION("a check-in after a device read is saved (:memory:)") {
+        auto store = exemptd::open_sqlite_store(":memory:");
+        RecordingEvaluate evaluate;
+        REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+        REQUIRE(store->get_device("LAPTOP-0042"));
+        auto const saved = check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0));
+        if (!saved) FAIL_CHECK(saved.error().code + ": " + saved.error().message);
+        auto const device = store->get_device("LAPTOP-0042");
+        REQUIRE(device);
+        CHECK(device->last_checkin == t0);
+    }
+    SECTION("an enrollment after a device read is saved (:memory:)") {
+        auto store = exemptd::open_sqlite_store(":memory:");
+        REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+        REQUIRE(store->get_device("LAPTOP-0042"));
+        auto const changed = store->put_enrollment("LAPTOP-0042", enrollment(false), kNoEvaluate);
+        CHECK(changed);
+        auto const device = store->get_device("LAPTOP-0042");
+        REQUIRE(device);
+        REQUIRE(device->enrollment);
+        CHECK_FALSE(device->enrollment->enrolled);
+    }
+}
+
+TEST_CASE("A store reopened from its file keeps its data and its schema", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    {
+        auto store = exemptd::open_sqlite_store(path);
+        REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+        REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, standard_evaluate(t0)));
+    }
+    long long version = 0;
+    {
+        Inspector db(path);
+        version = db.number("PRAGMA user_version");
+        CHECK(version >= 1);
+    }
+
+    auto store = exemptd::open_sqlite_store(path);
+    auto const device = store->get_device("LAPTOP-0042");
+    REQUIRE(device);
+    REQUIRE(device->enrollment);
+    CHECK(device->enrollment->enrolled);
+    CHECK(device->last_checkin == t0);
+    REQUIRE(device->latest_decision);
+    CHECK(device->latest_decision->allow);
+
+    Inspector db(path);
+    CHECK(db.number("PRAGMA user_version") == version);
+    CHECK(db.number("SELECT count(*) FROM audit") == 2);  // enrolled + first decision
+
+    SECTION("a nonce seen before the restart is still a replay") {
+        auto const replay = check_in(*store, "LAPTOP-0042", "nonce-0001", t0 + 1min, standard_evaluate(t0 + 1min));
+        REQUIRE_FALSE(replay);
+        CHECK(replay.error().code == "replay");
+    }
+    SECTION("the audit chain continues across the restart") {
+        REQUIRE(store->record({t0 + 1h, "exemptd", "policy.loaded", "policy", "{}"}));
+        auto const rows = db.rows("SELECT seq, prev_hash, hash FROM audit ORDER BY seq");
+        REQUIRE(rows.size() == 3);
+        CHECK(rows[2][0] == "3");
+        CHECK(rows[2][1] == rows[1][2]);
+    }
+}
+
+TEST_CASE("A database from a newer exemptd, or one that cannot be opened, is refused", "[store]")
+{
+    exemptd::test::TempDir dir;
+    SECTION("a schema version beyond this build") {
+        auto const path = dir.file("future.db");
+        { auto store = exemptd::open_sqlite_store(path); }
+        {
+            Inspector db(path);
+            REQUIRE(db.exec("PRAGMA user_version = 999") == SQLITE_OK);
+        }
+        CHECK_THROWS_AS(exemptd::open_sqlite_store(path), std::runtime_error);
+    }
+    SECTION("a path in a folder that does not exist") {
+        CHECK_THROWS_AS(exemptd::open_sqlite_store(dir.file("missing/exemptd.db")), std::runtime_error);
+    }
+    SECTION("a file that is not a database") {
+        auto const path = dir.write("garbage.db", std::string(4096, 'x'));
+        CHECK_THROWS_AS(exemptd::open_sqlite_store(path), std::runtime_error);
+    }
+}
