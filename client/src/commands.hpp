@@ -14,4 +14,8 @@ class CommandContext;
 // must outlive `app`) and store their exit code in ctx.exit_code.
 void add_device_commands(CLI::App& app, CommandContext& ctx);
 
+// Registers `exemption request|approve|reject|renew|review|revoke|list|show` on `app`. Same
+// contract as add_device_commands.
+void add_exemption_commands(CLI::App& app, CommandContext& ctx);
+
 }  // namespace exemptd::client

@@ -30,6 +30,7 @@ int run_exemptctl(int argc, char const* const* argv, std::ostream& out, std::ost
     app.fallthrough();  // global options work after the command too; subcommands inherit this
     add_global_options(app, ctx.options());
     add_device_commands(app, ctx);
+    add_exemption_commands(app, ctx);
     try {
         app.parse(argc, argv);
     } catch (CLI::ParseError const& e) {

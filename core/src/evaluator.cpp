@@ -21,8 +21,7 @@ bool fact_equals(FactValue const& seen, FactValue const& wanted)
 
 std::string format_number(double d)
 {
-    auto const as_int = static_cast<std::int64_t>(d);
-    return static_cast<double>(as_int) == d ? std::to_string(as_int) : fact_to_string(FactValue{d});
+    return fact_to_string(FactValue{d});
 }
 
 // Fills pass/reason/observed for a fact check.

@@ -60,7 +60,7 @@ boost::json::object base_json(Exemption const& e)
             {"renewals", std::move(renewals)},
             {"revoked_by", optional_text(e.revoked_by)},
             {"revoked_at", optional_time(e.revoked_at)},
-            {"revoke_reason", optional_text(e.revoke_reason)},
+            {"revoked_reason", optional_text(e.revoked_reason)},
             {"state", to_string(e.state)}};
 }
 
@@ -216,7 +216,7 @@ Result<Exemption> decode_exemption_record(std::string_view json)
     read_history(r, e);
     e.revoked_by = r.text("revoked_by");
     e.revoked_at = r.time("revoked_at");
-    e.revoke_reason = r.text("revoke_reason");
+    e.revoked_reason = r.text("revoked_reason");
     e.overdue_review_flagged = r.time("overdue_review_flagged");
     auto const state = exemption_state_from_string(r.text("state"));
     if (e.id.empty() || !state) return make_error_code(Errc::storage_failure);

@@ -34,6 +34,10 @@ bool valid_subject_id(Subject const& s)
 std::optional<ApiError> check_controls(Policy const& policy, Subject const& subject, Exemption const& e)
 {
     if (e.controls.empty()) return rule("no_controls", "An exemption must cover at least one control.");
+    for (auto it = e.controls.begin(); it != e.controls.end(); ++it) {
+        if (std::find(std::next(it), e.controls.end(), *it) != e.controls.end())
+            return rule("duplicate_control", "Control " + *it + " is listed twice.");
+    }
     for (auto const& id : e.controls) {
         auto const* control = policy.find_control(id);
         if (control == nullptr) return rule("unknown_control", "The policy has no control " + id + ".");
@@ -85,9 +89,14 @@ std::optional<ApiError> read_request(boost::json::object const& body, Exemption&
         risk_reader.only({"likelihood", "impact", "level"});
         auto const likelihood = likelihood_or_impact(risk_reader, "likelihood");
         auto const impact = likelihood_or_impact(risk_reader, "impact");
+        auto const stated = risk_reader.string("level", Need::optional, 16);
         if (risk_reader.error()) return risk_reader.error();
         e.likelihood = *likelihood;
         e.impact = *impact;
+        // The level is derived; one stated alongside must agree, or the requester misjudged it.
+        if (!stated.empty() && stated != to_string(risk_level(e.likelihood, e.impact)))
+            return rule("risk_level_mismatch", "risk.level " + stated + " does not match likelihood x impact, which gives " +
+                                                   std::string(to_string(risk_level(e.likelihood, e.impact))) + ".");
     }
     e.mitigations = reader.strings("mitigations", Need::optional, 32, 1000);
     e.compensating_controls = reader.strings("compensating_controls", Need::optional, 32, 32);
@@ -211,7 +220,7 @@ ApiResult<Exemption> revoke_exemption(Exemption e, std::string const& actor, std
     e.state = ExemptionState::revoked;
     e.revoked_by = actor;
     e.revoked_at = now;
-    e.revoke_reason = reason;
+    e.revoked_reason = reason;
     return e;
 }
 

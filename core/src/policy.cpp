@@ -315,6 +315,21 @@ PolicyResult parse_policy(std::string_view yaml, std::string const& file_name, s
     }
 }
 
+std::string describe_check(Check const& check)
+{
+    if (check.enrolled) return *check.enrolled ? "enrolled in MDM" : "not enrolled in MDM";
+    std::string out;
+    auto const number = [](double d) { return fact_to_string(FactValue{d}); };
+    if (check.equals) out = check.fact + " = " + fact_to_string(*check.equals);
+    if (check.min || check.max) {
+        if (!out.empty()) out += " and ";
+        if (check.min) out += number(*check.min) + " <= ";
+        out += check.fact;
+        if (check.max) out += " <= " + number(*check.max);
+    }
+    return out;
+}
+
 bool looks_like_policy(std::string const& path)
 {
     try {

@@ -6,6 +6,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <charconv>
 #include <cmath>
 
 namespace exemptd {
@@ -83,6 +84,11 @@ boost::json::value fact_to_json(FactValue const& value)
 std::string fact_to_string(FactValue const& value)
 {
     if (auto const* s = std::get_if<std::string>(&value)) return *s;
+    if (auto const* d = std::get_if<double>(&value)) {
+        char buffer[32];
+        auto const [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, *d);  // shortest: 30, 12.8
+        return ec == std::errc{} ? std::string(buffer, end) : std::string("?");
+    }
     return boost::json::serialize(fact_to_json(value));
 }
 

@@ -1,6 +1,7 @@
 #include "exemptd/store.hpp"
 
-#include "exemptd/digest.hpp"
+#include "exemptd/agreement_record.hpp"
+#include "exemptd/audit.hpp"
 #include "sqlite.hpp"
 
 #include <boost/json/parse.hpp>
@@ -21,7 +22,6 @@ using sqlite::Connection;
 using sqlite::Statement;
 
 constexpr int kCheckinHistoryPerDevice = 50;
-constexpr std::string_view kGenesisHash = "0000000000000000000000000000000000000000000000000000000000000000";
 
 // Each entry moves the schema one version forward; never edit an entry that has shipped.
 constexpr char const* kMigrations[] = {
@@ -55,6 +55,17 @@ CREATE TABLE exemptions (
 );
 CREATE INDEX exemptions_by_subject ON exemptions(subject, state);
 CREATE INDEX exemptions_by_expiry ON exemptions(state, expires_at);
+CREATE TABLE agreements (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  document_sha256 TEXT NOT NULL,
+  signature_sha256 TEXT NOT NULL,
+  valid INTEGER NOT NULL,
+  record TEXT NOT NULL,
+  document BLOB NOT NULL,
+  signature BLOB NOT NULL,
+  UNIQUE (document_sha256, signature_sha256)
+);
 CREATE TABLE checkin_nonces (
   device_id TEXT NOT NULL REFERENCES devices(device_id),
   nonce TEXT NOT NULL,
@@ -187,23 +198,24 @@ std::string streaks_to_json(std::map<std::string, TimePoint> const& streaks)
 // Appends one record to the hash-chained audit trail inside the caller's transaction.
 void append_audit(Connection& db, AuditEvent const& event)
 {
+    AuditRecord record{1, format_rfc3339(event.at), event.actor, event.action, event.subject, event.details,
+                       std::string(kGenesisHash), {}};
     auto& last = db.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
-    std::int64_t seq = 1;
-    std::string prev_hash(kGenesisHash);
     if (last.step()) {
-        seq = last.integer(0) + 1;
-        prev_hash = last.text(1);
+        record.seq = last.integer(0) + 1;
+        record.prev_hash = last.text(1);
     }
-    auto const at_text = format_rfc3339(event.at);
-    boost::json::object const canonical{{"seq", seq},           {"at", at_text},
-                                        {"actor", event.actor}, {"action", event.action},
-                                        {"subject", event.subject}, {"details", event.details}};
-    auto const hash = sha256_hex(prev_hash + boost::json::serialize(canonical));
+    record.hash = audit_hash(record.prev_hash, record);
     db.prepare("INSERT INTO audit (seq, at, actor, action, subject, details, prev_hash, hash) "
                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
-        .bind(1, seq).bind(2, at_text).bind(3, event.actor).bind(4, event.action).bind(5, event.subject)
-        .bind(6, event.details).bind(7, prev_hash).bind(8, hash)
+        .bind(1, record.seq).bind(2, record.at).bind(3, record.actor).bind(4, record.action).bind(5, record.subject)
+        .bind(6, record.details).bind(7, record.prev_hash).bind(8, record.hash)
         .run();
+}
+
+AuditRecord audit_from_row(Statement const& row)
+{
+    return {row.integer(0), row.text(1), row.text(2), row.text(3), row.text(4), row.text(5), row.text(6), row.text(7)};
 }
 
 std::string_view decision_word(Decision const& d)
@@ -262,21 +274,45 @@ std::vector<Exemption> active_exemptions(Connection& db, std::string const& subj
     return read_exemptions(stmt);
 }
 
+std::optional<AgreementRecord> find_agreement(Connection& db, std::string const& id);
+
+// What evaluating a device needs: the registry view, the latest facts, the failure streaks, the
+// active exemptions and the agreements they name, and the stored decision.
+struct EvaluationInput {
+    DeviceFacts facts;
+    std::vector<Exemption> active;
+    std::optional<Decision> stored;
+};
+
+// nullopt when the device is unknown or has never checked in (no facts to evaluate).
+std::optional<EvaluationInput> evaluation_input(Connection& db, std::string const& device_id)
+{
+    auto& row = db.prepare("SELECT enrolled, facts_json, failing_since, decision_json, last_checkin, owner "
+                           "FROM devices WHERE device_id = ?1");
+    if (!row.bind(1, device_id).step() || row.is_null(4)) return std::nullopt;
+    EvaluationInput in;
+    in.facts = {device_id, !row.is_null(0) && row.integer(0) != 0, facts_from_json(row.text(1)),
+                streaks_from_json(row.text(2)), row.text(5), {}};
+    if (!row.is_null(3)) {
+        if (auto d = decode_decision(row.text(3))) in.stored = std::move(*d);
+    }
+    in.active = active_exemptions(db, "device:" + device_id);
+    for (auto const& e : in.active) {
+        if (e.agreement_id.empty() || in.facts.agreements.contains(e.agreement_id)) continue;
+        if (auto a = find_agreement(db, e.agreement_id)) in.facts.agreements.emplace(e.agreement_id, std::move(*a));
+    }
+    return in;
+}
+
 // Re-evaluates a device that has reported facts before, stores the decision and records a
 // change in the decision history and the audit trail. nullopt when the device never checked in.
 std::optional<Decision> refresh_decision(Connection& db, std::string const& device_id, Evaluate const& evaluate,
                                          TimePoint now)
 {
-    auto& row = db.prepare("SELECT enrolled, facts_json, failing_since, decision_json, last_checkin FROM devices "
-                           "WHERE device_id = ?1");
-    if (!row.bind(1, device_id).step() || row.is_null(4)) return std::nullopt;
-    DeviceFacts const facts{device_id, !row.is_null(0) && row.integer(0) != 0, facts_from_json(row.text(1)),
-                            streaks_from_json(row.text(2))};
-    std::optional<Decision> before;
-    if (!row.is_null(3)) {
-        if (auto d = decode_decision(row.text(3))) before = std::move(*d);
-    }
-    Decision decision = evaluate(facts, active_exemptions(db, "device:" + device_id));
+    auto in = evaluation_input(db, device_id);
+    if (!in) return std::nullopt;
+    auto const& before = in->stored;
+    Decision decision = evaluate(in->facts, in->active);
     auto const decision_json = encode_decision(decision);
     db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, failing_since = ?5 WHERE device_id = ?1")
         .bind(1, device_id).bind(2, decision_word(decision)).bind(3, to_string(decision.basis)).bind(4, decision_json)
@@ -298,6 +334,78 @@ void refresh_subject(Connection& db, std::string const& subject, Evaluate const&
 {
     auto const parsed = parse_subject(subject);
     if (parsed && parsed->kind == SubjectKind::device) refresh_decision(db, parsed->id, evaluate, now);
+}
+
+// The agreement's metadata lives in `record` (JSON); the raw bytes in their own columns.
+std::string encode_agreement_record(AgreementRecord const& a)
+{
+    auto json = agreement_to_json(a);
+    json.erase("document");
+    json["signature_sha256"] = a.signature_sha256;
+    return boost::json::serialize(json);
+}
+
+std::string text_field(boost::json::object const& o, std::string_view key)
+{
+    auto const* v = o.if_contains(key);
+    return v != nullptr && v->is_string() ? std::string(v->as_string()) : std::string{};
+}
+
+// Columns: record, valid, document, signature.
+AgreementRecord agreement_from_row(Statement const& row)
+{
+    auto const value = boost::json::parse(row.text(0));
+    auto const& o = value.as_object();
+    auto const& signer = o.at("signer").as_object();
+    auto const& verification = o.at("verification").as_object();
+    AgreementRecord a;
+    a.id = text_field(o, "id");
+    a.template_name = text_field(o, "agreement");
+    a.user = text_field(o, "user");
+    a.device_id = text_field(o, "device_id");
+    a.device_serial = text_field(o, "device_serial");
+    a.terms_sha256 = text_field(o, "terms_sha256");
+    a.accepted_at = parse_rfc3339(text_field(o, "accepted_at")).value_or(TimePoint{});
+    a.document_sha256 = text_field(o, "document_sha256");
+    a.signature_sha256 = text_field(o, "signature_sha256");
+    a.signer_subject = text_field(signer, "subject");
+    a.signer_email = text_field(signer, "email");
+    a.signer_fingerprint = text_field(signer, "fingerprint");
+    a.signed_at = parse_rfc3339(text_field(o, "signed_at"));
+    a.verified_at = parse_rfc3339(text_field(verification, "verified_at")).value_or(TimePoint{});
+    a.valid = row.integer(1) != 0;
+    a.invalid_reason = text_field(verification, "reason");
+    a.invalidated_at = parse_rfc3339(text_field(verification, "invalidated_at"));
+    a.uploaded_by = text_field(o, "uploaded_by");
+    a.document = row.text(2);
+    a.signature = row.text(3);
+    return a;
+}
+
+std::optional<AgreementRecord> find_agreement(Connection& db, std::string const& id)
+{
+    auto& stmt = db.prepare("SELECT record, valid, document, signature FROM agreements WHERE id = ?1");
+    if (!stmt.bind(1, id).step()) return std::nullopt;
+    return agreement_from_row(stmt);
+}
+
+void save_agreement(Connection& db, AgreementRecord const& a)
+{
+    db.prepare("INSERT INTO agreements (id, document_sha256, signature_sha256, valid, record, document, signature) "
+               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET valid = ?4, record = ?5")
+        .bind(1, a.id).bind(2, a.document_sha256).bind(3, a.signature_sha256).bind(4, std::int64_t{a.valid})
+        .bind(5, encode_agreement_record(a)).bind(6, a.document).bind(7, a.signature)
+        .run();
+}
+
+// The next identifier of a table with a seq column: "EX-000001", "AG-000001", ...
+std::string next_id(Connection& db, char const* sql, char const* prefix)
+{
+    auto& next = db.prepare(sql);
+    next.step();
+    char id[24];
+    std::snprintf(id, sizeof id, "%s-%06lld", prefix, static_cast<long long>(next.integer(0)));
+    return id;
 }
 
 ApiError storage_error(std::string const& what)
@@ -332,6 +440,14 @@ public:
     Result<std::optional<Decision>> current_decision(std::string const& device_id,
                                                      Evaluate const& evaluate) const override;
     Result<void> record(AuditEvent const& event) override;
+    Result<std::optional<Decision>> decision_at(std::string const& device_id, TimePoint at) const override;
+    Result<std::vector<AuditRecord>> list_audit(std::int64_t after, std::size_t limit) const override;
+    Result<AuditCheck> verify_audit() const override;
+    Result<std::pair<AgreementRecord, bool>> put_agreement(AgreementRecord draft) override;
+    Result<AgreementRecord> get_agreement(std::string const& id) const override;
+    Result<std::vector<AgreementRecord>> list_valid_agreements() const override;
+    Result<void> invalidate_agreement(std::string const& id, std::string const& reason, TimePoint now,
+                                      Evaluate const& evaluate) override;
     Result<DeviceRecord> get_device(std::string const& device_id) const override;
     Result<std::vector<DeviceRecord>> list_devices(DeviceQuery const& query) const override;
     ApiResult<Decision> check_in(PostureReport const& report, Evaluate const& evaluate, TimePoint now,
@@ -436,6 +552,9 @@ auto SqliteStore::read(F&& f) const -> Result<decltype(f(std::declval<Connection
     } catch (sqlite::Failure const& failure) {
         spdlog::error("event=read_failed code={} reason=\"{}\"", failure.code, failure.message);
         return boost::system::error_code{failure.code, sqlite_category()};
+    } catch (std::exception const& e) {
+        spdlog::error("event=read_failed reason=\"{}\"", e.what());
+        return make_error_code(Errc::storage_failure);
     }
 }
 
@@ -480,11 +599,7 @@ Result<void> SqliteStore::record(AuditEvent const& event)
 Result<Exemption> SqliteStore::create_exemption(Exemption draft)
 {
     bool const committed = write([&](Connection& db) {
-        auto& next = db.prepare("SELECT coalesce(max(seq), 0) + 1 FROM exemptions");
-        next.step();
-        char id[16];
-        std::snprintf(id, sizeof id, "EX-%06lld", static_cast<long long>(next.integer(0)));
-        draft.id = id;
+        draft.id = next_id(db, "SELECT coalesce(max(seq), 0) + 1 FROM exemptions", "EX");
         save_exemption(db, draft);
         boost::json::object const details{{"controls", boost::json::array(draft.controls.begin(), draft.controls.end())},
                                           {"subject", draft.subject},
@@ -586,16 +701,117 @@ Result<std::optional<Decision>> SqliteStore::current_decision(std::string const&
                                                               Evaluate const& evaluate) const
 {
     auto found = read([&](Connection& db) -> std::optional<std::optional<Decision>> {
-        auto& row = db.prepare("SELECT enrolled, facts_json, failing_since, last_checkin FROM devices WHERE device_id = ?1");
-        if (!row.bind(1, device_id).step()) return std::nullopt;
-        if (row.is_null(3)) return std::optional<Decision>{};
-        DeviceFacts const facts{device_id, !row.is_null(0) && row.integer(0) != 0, facts_from_json(row.text(1)),
-                                streaks_from_json(row.text(2))};
-        return std::optional<Decision>{evaluate(facts, active_exemptions(db, "device:" + device_id))};
+        if (auto in = evaluation_input(db, device_id)) return std::optional<Decision>{evaluate(in->facts, in->active)};
+        if (find_device(db, device_id)) return std::optional<Decision>{};
+        return std::nullopt;
     });
     if (!found) return found.error();
     if (!*found) return make_error_code(Errc::not_found);
     return std::move(**found);
+}
+
+Result<std::optional<Decision>> SqliteStore::decision_at(std::string const& device_id, TimePoint at) const
+{
+    return read([&](Connection& db) -> std::optional<Decision> {
+        auto& stmt = db.prepare("SELECT decision_json FROM decision_history WHERE device_id = ?1 AND at <= ?2 "
+                                "ORDER BY at DESC, seq DESC LIMIT 1");
+        if (!stmt.bind(1, device_id).bind(2, seconds_of(at)).step()) return std::nullopt;
+        auto decision = decode_decision(stmt.text(0));
+        if (!decision) throw sqlite::Failure{SQLITE_CORRUPT, "unreadable decision in the history"};
+        return std::move(*decision);
+    });
+}
+
+Result<std::vector<AuditRecord>> SqliteStore::list_audit(std::int64_t after, std::size_t limit) const
+{
+    return read([&](Connection& db) {
+        auto& stmt = db.prepare("SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit "
+                                "WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+        stmt.bind(1, after).bind(2, static_cast<std::int64_t>(limit));
+        std::vector<AuditRecord> out;
+        while (stmt.step()) out.push_back(audit_from_row(stmt));
+        return out;
+    });
+}
+
+Result<AuditCheck> SqliteStore::verify_audit() const
+{
+    return read([&](Connection& db) {
+        auto& stmt = db.prepare("SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit ORDER BY seq");
+        AuditChainChecker checker;
+        while (checker.result().ok && stmt.step()) checker.feed(audit_from_row(stmt));
+        return checker.result();
+    });
+}
+
+Result<std::pair<AgreementRecord, bool>> SqliteStore::put_agreement(AgreementRecord draft)
+{
+    bool created = false;
+    bool const committed = write([&](Connection& db) {
+        auto& same = db.prepare("SELECT id FROM agreements WHERE document_sha256 = ?1 AND signature_sha256 = ?2");
+        if (same.bind(1, draft.document_sha256).bind(2, draft.signature_sha256).step()) {
+            draft = *find_agreement(db, same.text(0));
+            return true;
+        }
+        draft.id = next_id(db, "SELECT coalesce(max(seq), 0) + 1 FROM agreements", "AG");
+        save_agreement(db, draft);
+        boost::json::object const details{{"agreement", draft.template_name},
+                                          {"user", draft.user},
+                                          {"device_id", draft.device_id},
+                                          {"document_sha256", draft.document_sha256},
+                                          {"signer_fingerprint", draft.signer_fingerprint}};
+        append_audit(db, {draft.verified_at, draft.uploaded_by, "agreement.stored", "agreement:" + draft.id,
+                          boost::json::serialize(details)});
+        created = true;
+        return true;
+    });
+    if (!committed) return make_error_code(Errc::storage_failure);
+    return std::pair{std::move(draft), created};
+}
+
+Result<AgreementRecord> SqliteStore::get_agreement(std::string const& id) const
+{
+    auto found = read([&](Connection& db) { return find_agreement(db, id); });
+    if (!found) return found.error();
+    if (!*found) return make_error_code(Errc::not_found);
+    return std::move(**found);
+}
+
+Result<std::vector<AgreementRecord>> SqliteStore::list_valid_agreements() const
+{
+    return read([&](Connection& db) {
+        auto& stmt = db.prepare("SELECT record, valid, document, signature FROM agreements WHERE valid = 1 ORDER BY seq");
+        std::vector<AgreementRecord> out;
+        while (stmt.step()) out.push_back(agreement_from_row(stmt));
+        return out;
+    });
+}
+
+Result<void> SqliteStore::invalidate_agreement(std::string const& id, std::string const& reason, TimePoint now,
+                                               Evaluate const& evaluate)
+{
+    bool const committed = write([&](Connection& db) {
+        auto agreement = find_agreement(db, id);
+        if (!agreement || !agreement->valid) return true;
+        agreement->valid = false;
+        agreement->invalid_reason = reason;
+        agreement->invalidated_at = now;
+        save_agreement(db, *agreement);
+        boost::json::object const details{{"reason", reason}, {"signer_fingerprint", agreement->signer_fingerprint}};
+        append_audit(db, {now, "exemptd", "agreement.invalidated", "agreement:" + id, boost::json::serialize(details)});
+        auto& relying = db.prepare("SELECT record FROM exemptions WHERE state = 'active' AND "
+                                   "json_extract(record, '$.agreement_id') = ?1 ORDER BY seq");
+        relying.bind(1, id);
+        for (auto const& e : read_exemptions(relying)) {
+            boost::json::object const why{{"agreement_id", id}, {"reason", reason}};
+            append_audit(db, {now, "exemptd", "exemption.agreement_invalidated", "exemption:" + e.id,
+                              boost::json::serialize(why)});
+            refresh_subject(db, e.subject, evaluate, now);
+        }
+        return true;
+    });
+    if (!committed) return make_error_code(Errc::storage_failure);
+    return {};
 }
 
 Result<DeviceRecord> SqliteStore::get_device(std::string const& device_id) const

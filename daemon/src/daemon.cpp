@@ -46,7 +46,24 @@ void audit_policy_load(Store& store, Policy const& policy)
     if (!recorded) spdlog::error("event=audit_failed action=policy.loaded reason=\"{}\"", recorded.error().message());
 }
 
-// SIGHUP: a new policy and new TLS files; anything that fails to load leaves the old one in force.
+// Loads the agreements CA and CRL; a failure keeps the verifier in force (none at start-up).
+bool load_agreement_verifier(DaemonConfig const& config, Router& router)
+{
+    if (config.agreements_ca.empty()) return true;
+    auto verifier = AgreementVerifier::load(config.agreements_ca, config.agreements_crl);
+    if (!verifier) {
+        spdlog::error("event=agreements_trust_refused reason=\"{}\"", verifier.error());
+        return false;
+    }
+    if (!(*verifier)->crl_problem().empty())
+        spdlog::error("event=agreements_crl_unusable reason=\"{}\" effect=\"uploads refused until fixed\"",
+                      (*verifier)->crl_problem());
+    router.set_agreement_verifier(std::move(*verifier));
+    return true;
+}
+
+// SIGHUP: a new policy, agreements CA/CRL and TLS files; anything that fails to load leaves the
+// old one in force. A new CRL ends the agreements (and their cover) whose signer it revokes.
 SslCtxPtr reload(DaemonConfig const& config, Router& router, Store& store)
 {
     sd_notify(0, "RELOADING=1");
@@ -58,6 +75,9 @@ SslCtxPtr reload(DaemonConfig const& config, Router& router, Store& store)
         audit_policy_load(store, *policy);
         router.set_policy(std::make_shared<Policy const>(std::move(*policy)));
     }
+    load_agreement_verifier(config, router);
+    if (auto revoked = router.revalidate_agreements(); !revoked)
+        spdlog::error("event=agreement_revalidation_failed reason=\"{}\"", revoked.error().message());
     auto tls = make_server_tls(tls_files(config));
     if (!tls) spdlog::error("event=tls_reload_refused reason=\"{}\"", tls.error());
     sd_notify(0, "READY=1");
@@ -113,6 +133,7 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     audit_policy_load(*store, *policy);
     Metrics metrics;
     Router router(std::make_shared<Policy const>(std::move(*policy)), *store, metrics);
+    if (!load_agreement_verifier(*config, router)) return 1;
     ServerOptions options;
     options.listen = config->listen;
     options.metrics_listen = config->metrics_listen;

@@ -1,11 +1,14 @@
 #include "router.hpp"
 
 #include "exemptd/exemption_rules.hpp"
+#include "explain.hpp"
+#include "exemptd/digest.hpp"
 #include "exemptd/json_reader.hpp"
 
 #include <boost/json/serialize.hpp>
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <vector>
 
 namespace exemptd::daemon {
@@ -22,6 +25,11 @@ enum class Action {
     exemption_list,
     exemption_show,
     exemption_change,
+    device_explain,
+    agreement_upload,
+    agreement_show,
+    audit_list,
+    audit_verify,
 };
 
 // A request line resolved to an action, with the id it names (device or exemption), the
@@ -63,7 +71,8 @@ ApiError unknown_route()
 
 // Resolves /v1/devices/{id}[/decision|/enrollment].
 boost::system::result<Route, ApiError> resolve_device(std::string_view method,
-                                                               std::vector<std::string_view> const& parts)
+                                                               std::vector<std::string_view> const& parts,
+                                                               std::string_view query)
 {
     std::string const id(parts[2]);
     if (parts.size() == 3) {
@@ -74,6 +83,10 @@ boost::system::result<Route, ApiError> resolve_device(std::string_view method,
     if (parts[3] == "decision") {
         if (method != "GET") return method_not_allowed();
         return Route{Action::device_decision, id, {}, {}};
+    }
+    if (parts[3] == "explain") {
+        if (method != "GET") return method_not_allowed();
+        return Route{Action::device_explain, id, query, {}};
     }
     if (parts[3] == "enrollment") {
         if (method != "PUT") return method_not_allowed();
@@ -123,12 +136,26 @@ boost::system::result<Route, ApiError> resolve(std::string_view method, std::str
         return Route{Action::checkin, {}, query, {}};
     }
     if (parts[1] == "exemptions" && parts.size() <= 4) return resolve_exemption(method, parts, query);
+    if (parts[1] == "agreements" && parts.size() <= 3) {
+        if (parts.size() == 2) {
+            if (method != "POST") return method_not_allowed();
+            return Route{Action::agreement_upload, {}, query, {}};
+        }
+        if (method != "GET") return method_not_allowed();
+        return Route{Action::agreement_show, std::string(parts[2]), query, {}};
+    }
+    if (parts[1] == "audit" && parts.size() <= 3) {
+        if (method != "GET") return method_not_allowed();
+        if (parts.size() == 2) return Route{Action::audit_list, {}, query, {}};
+        if (parts[2] == "verify") return Route{Action::audit_verify, {}, query, {}};
+        return unknown_route();
+    }
     if (parts[1] != "devices") return unknown_route();
     if (parts.size() == 2) {
         if (method != "GET") return method_not_allowed();
         return Route{Action::device_list, {}, query, {}};
     }
-    return resolve_device(method, parts);
+    return resolve_device(method, parts, query);
 }
 
 ApiError forbidden(std::string message)
@@ -155,11 +182,16 @@ std::optional<ApiError> authorize_role(ClientId const& client, Route const& rout
         return std::nullopt;
     case Action::exemption_list:
     case Action::exemption_show:
-        if (client.role == Role::endpoint) return forbidden("Endpoints may not read the exemption register.");
+    case Action::device_explain:
+    case Action::agreement_show:
+    case Action::audit_list:
+    case Action::audit_verify:
+        if (client.role == Role::endpoint) return forbidden("Endpoints may not read the register or the audit trail.");
         return std::nullopt;
     case Action::exemption_request:
     case Action::exemption_change:
-        if (client.role != Role::admin) return forbidden("Only admins may request or change exemptions.");
+    case Action::agreement_upload:
+        if (client.role != Role::admin) return forbidden("Only admins may change exemptions or upload agreements.");
         return std::nullopt;
     }
     return forbidden("This request is not allowed.");
@@ -171,7 +203,7 @@ std::optional<ApiError> authorize(ClientId const& client, Route const& route)
 {
     auto const refusal = authorize_role(client, route);
     bool const names_device = route.action == Action::device_show || route.action == Action::device_decision ||
-                              route.action == Action::device_enrollment;
+                              route.action == Action::device_enrollment || route.action == Action::device_explain;
     if (refusal || !names_device || is_valid_device_id(route.id)) return refusal;
     return api_error(400, "invalid_device_id", "A device id is 1-64 characters of A-Z a-z 0-9 . _ : -.");
 }
@@ -292,6 +324,11 @@ HttpResponse Router::dispatch(ClientId const& client, HttpRequest const& request
     case Action::exemption_list: return exemption_list(route->query);
     case Action::exemption_show: return exemption_show(route->id);
     case Action::exemption_change: return exemption_change(client, route->id, route->verb, request.body);
+    case Action::device_explain: return device_explain(route->id, route->query);
+    case Action::agreement_upload: return agreement_upload(client, request.body);
+    case Action::agreement_show: return agreement_show(route->id);
+    case Action::audit_list: return audit_list(route->query);
+    case Action::audit_verify: return audit_verify();
     }
     return error_response(unknown_route());
 }
@@ -336,15 +373,39 @@ Evaluate Router::evaluator(TimePoint now) const
         std::vector<CoveringExemption> covers;
         for (auto const& e : active) {
             CoveringExemption cover{e.id, {}, e.compensating_controls, e.expires_at};
+            auto const agreement = facts.agreements.find(e.agreement_id);
+            AgreementRecord const* backing = agreement == facts.agreements.end() ? nullptr : &agreement->second;
             for (auto const& id : e.controls) {
                 auto const* control = policy->find_control(id);
-                // Agreement-backed coverage arrives with agreement verification; until then such
-                // a control is never covered.
-                if (control != nullptr && control->requires_agreement.empty()) cover.controls.push_back(id);
+                if (control == nullptr) continue;
+                // The binding is re-checked on every decision: a revoked signer or a new owner
+                // ends the cover at once.
+                if (!control->requires_agreement.empty() &&
+                    check_agreement_binding(e, control->requires_agreement, backing, facts.owner))
+                    continue;
+                cover.controls.push_back(id);
             }
             covers.push_back(std::move(cover));
         }
         return evaluate(*policy, facts, covers, now);
+    };
+}
+
+AgreementCheck Router::agreement_binding() const
+{
+    return [this](Exemption const& e, std::string const& template_name) -> std::optional<ApiError> {
+        std::optional<AgreementRecord> agreement;
+        if (!e.agreement_id.empty()) {
+            auto found = store_.get_agreement(e.agreement_id);
+            if (!found && found.error() != Errc::not_found) return storage_error(found.error());
+            if (found) agreement = std::move(*found);
+        }
+        std::string owner;
+        if (auto const subject = parse_subject(e.subject); subject && subject->kind == SubjectKind::device) {
+            auto device = store_.get_device(subject->id);
+            if (device && device->enrollment) owner = device->enrollment->owner;
+        }
+        return check_agreement_binding(e, template_name, agreement ? &*agreement : nullptr, owner);
     };
 }
 
@@ -481,15 +542,6 @@ ApiResult<ChangeBody> read_change_body(std::string_view verb, std::string const&
     return out;
 }
 
-std::optional<ApiError> agreement_unavailable(Exemption const& e, std::string const& template_name)
-{
-    if (e.agreement_id.empty())
-        return api_error(422, "agreement_required",
-                         "A control of this exemption requires a verified " + template_name + " agreement; set agreement_id.");
-    return api_error(422, "agreement_not_verified",
-                     "Agreement " + e.agreement_id + " is not a verified " + template_name + " agreement for this subject.");
-}
-
 }  // namespace
 
 HttpResponse Router::exemption_change(ClientId const& client, std::string const& id, std::string_view verb,
@@ -501,7 +553,7 @@ HttpResponse Router::exemption_change(ClientId const& client, std::string const&
     auto const now = clock_();
     auto const& actor = client.email;
     Transition const transition = [&](Exemption const& current) -> ApiResult<Exemption> {
-        if (verb == "approve") return approve_exemption(*policy, current, actor, change->note, now, agreement_unavailable);
+        if (verb == "approve") return approve_exemption(*policy, current, actor, change->note, now, agreement_binding());
         if (verb == "reject") return reject_exemption(*policy, current, actor, change->note, now);
         if (verb == "renew") return renew_exemption(*policy, current, actor, change->expires_at, change->note, now);
         if (verb == "review") return review_exemption(*policy, current, actor, change->note, now);
@@ -516,6 +568,155 @@ HttpResponse Router::exemption_change(ClientId const& client, std::string const&
     if (!result) return error_response(result.error());
     spdlog::info("event={} id={} actor={}", action, id, actor);
     return json_response(200, exemption_to_json(*result, now));
+}
+
+HttpResponse Router::device_explain(std::string const& device_id, std::string_view query) const
+{
+    auto const now = clock_();
+    std::optional<TimePoint> at;
+    if (auto const text = query_param(query, "at"); text && !text->empty()) {
+        at = parse_rfc3339(*text);
+        if (!at) return error_response(api_error(400, "invalid_field", "at must be an RFC 3339 time."));
+    }
+    auto device = store_.get_device(device_id);
+    if (!device && device.error() == Errc::not_found)
+        return error_response(api_error(404, "not_found", "No device " + device_id + " is known."));
+    if (!device) return error_response(storage_error(device.error()));
+    bool const historical = at && *at < now;
+    auto decision = historical ? store_.decision_at(device_id, *at) : store_.current_decision(device_id, evaluator(now));
+    if (!decision) return error_response(storage_error(decision.error()));
+    if (!*decision)
+        return error_response(api_error(404, "no_decision", historical ? "Device " + device_id + " had no decision at that time."
+                                                                       : "Device " + device_id + " has not checked in yet."));
+    ExemptionLookup const lookup = [this](std::string const& id) -> std::optional<Exemption> {
+        auto found = store_.get_exemption(id);
+        return found ? std::optional<Exemption>(std::move(*found)) : std::nullopt;
+    };
+    return json_response(200, explain(*policy_.load(), *device, **decision, lookup, at.value_or(now), historical));
+}
+
+void Router::set_agreement_verifier(std::shared_ptr<AgreementVerifier const> verifier)
+{
+    verifier_.store(std::move(verifier));
+}
+
+namespace {
+
+AgreementRecord record_of(AgreementVerification const& v, std::string document, std::string signature,
+                          std::string const& uploaded_by, TimePoint now)
+{
+    AgreementRecord a;
+    a.template_name = v.document.agreement;
+    a.user = v.document.user;
+    a.device_id = v.document.device_id;
+    a.device_serial = v.document.device_serial;
+    a.terms_sha256 = v.document.terms_sha256;
+    a.accepted_at = v.document.accepted_at;
+    a.document_sha256 = v.document_sha256;
+    a.signature_sha256 = sha256_hex(signature);
+    a.signer_subject = v.signer_subject;
+    a.signer_email = v.signer_email;
+    a.signer_fingerprint = v.signer_fingerprint;
+    a.signed_at = v.signed_at;
+    a.verified_at = now;
+    a.uploaded_by = uploaded_by;
+    a.document = std::move(document);
+    a.signature = std::move(signature);
+    return a;
+}
+
+}  // namespace
+
+HttpResponse Router::agreement_upload(ClientId const& client, std::string const& body) const
+{
+    auto const verifier = verifier_.load();
+    if (!verifier)
+        return error_response(api_error(503, "agreements_not_configured",
+                                        "This daemon has no agreements CA configured (agreements: in the configuration)."));
+    auto object = parse_json_object(body);
+    if (!object) return error_response(object.error());
+    ObjectReader reader(*object);
+    reader.only({"document", "signature"});
+    auto const document_b64 = reader.string("document", Need::required, 2 * kMaxAgreementBytes);
+    auto const signature_b64 = reader.string("signature", Need::required, 2 * kMaxAgreementBytes);
+    if (reader.error()) return error_response(*reader.error());
+    auto document = decode_base64(document_b64);
+    auto signature = decode_base64(signature_b64);
+    if (!document) reader.fail("document", "must be base64");
+    if (!signature) reader.fail("signature", "must be base64");
+    if (reader.error()) return error_response(*reader.error());
+    auto const now = clock_();
+    auto const verification = verifier->verify(*document, *signature, *policy_.load(), now);
+    if (!verification.ok) {
+        boost::json::object const details{{"reason", verification.reason}, {"document_sha256", sha256_hex(*document)},
+                                          {"signer_email", verification.signer_email}};
+        auto const recorded = store_.record({now, client.email, "agreement.refused", "agreement", boost::json::serialize(details)});
+        if (!recorded) return error_response(storage_error(recorded.error()));
+        spdlog::info("event=agreement_refused reason={} actor={}", verification.reason, client.email);
+        return error_response(api_error(422, verification.reason, verification.message));
+    }
+    auto stored = store_.put_agreement(record_of(verification, std::move(*document), std::move(*signature), client.email, now));
+    if (!stored) return error_response(storage_error(stored.error()));
+    if (stored->second) spdlog::info("event=agreement_stored id={} user={} actor={}", stored->first.id, stored->first.user, client.email);
+    return json_response(stored->second ? 201 : 200, agreement_to_json(stored->first));
+}
+
+HttpResponse Router::agreement_show(std::string const& id) const
+{
+    auto found = store_.get_agreement(id);
+    if (!found && found.error() == Errc::not_found)
+        return error_response(api_error(404, "not_found", "No agreement " + id + " exists."));
+    if (!found) return error_response(storage_error(found.error()));
+    return json_response(200, agreement_to_json(*found));
+}
+
+Result<int> Router::revalidate_agreements() const
+{
+    auto const verifier = verifier_.load();
+    if (!verifier) return 0;
+    auto agreements = store_.list_valid_agreements();
+    if (!agreements) return agreements.error();
+    auto const now = clock_();
+    int invalidated = 0;
+    for (auto const& a : *agreements) {
+        auto const check = verifier->verify_signer(a.document, a.signature, now);
+        if (check.ok || check.reason != "signer_revoked") continue;
+        if (auto done = store_.invalidate_agreement(a.id, check.reason, now, evaluator(now)); !done) return done.error();
+        spdlog::warn("event=agreement_invalidated id={} reason={}", a.id, check.reason);
+        ++invalidated;
+    }
+    return invalidated;
+}
+
+HttpResponse Router::audit_list(std::string_view query) const
+{
+    constexpr std::int64_t kDefaultLimit = 1000, kMaxLimit = 10000;
+    auto const number = [&](std::string_view key, std::int64_t fallback) -> std::optional<std::int64_t> {
+        auto const text = query_param(query, key);
+        if (!text || text->empty()) return fallback;
+        std::int64_t value = 0;
+        auto const [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+        if (ec != std::errc{} || end != text->data() + text->size() || value < 0) return std::nullopt;
+        return value;
+    };
+    auto const after = number("after", 0);
+    auto const limit = number("limit", kDefaultLimit);
+    if (!after || !limit || *limit == 0 || *limit > kMaxLimit)
+        return error_response(api_error(400, "invalid_field", "after must be a sequence number and limit 1-10000."));
+    auto records = store_.list_audit(*after, static_cast<std::size_t>(*limit));
+    if (!records) return error_response(storage_error(records.error()));
+    boost::json::array out;
+    out.reserve(records->size());
+    for (auto const& r : *records) out.emplace_back(audit_record_to_json(r));
+    return json_response(200, {{"records", std::move(out)}});
+}
+
+HttpResponse Router::audit_verify() const
+{
+    auto check = store_.verify_audit();
+    if (!check) return error_response(storage_error(check.error()));
+    if (!check->ok) spdlog::error("event=audit_chain_broken first_bad_seq={} reason=\"{}\"", *check->first_bad_seq, check->reason);
+    return json_response(200, audit_check_to_json(*check));
 }
 
 }  // namespace exemptd::daemon

@@ -2,6 +2,8 @@
 // The API: a synchronous function from (caller, request) to response. It never touches sockets,
 // so it is unit-tested without a network.
 
+#include "exemptd/agreement.hpp"
+#include "exemptd/exemption_rules.hpp"
 #include "exemptd/identity.hpp"
 #include "exemptd/policy.hpp"
 #include "exemptd/store.hpp"
@@ -30,6 +32,15 @@ public:
     // Answers one request. Never throws; every failure is an error response. Thread-safe.
     [[nodiscard]] HttpResponse handle(ClientId const& client, HttpRequest const& request) const;
 
+    // Replaces the agreement verifier (CA and CRL) used by later uploads; without one, uploads
+    // answer 503. Thread-safe.
+    void set_agreement_verifier(std::shared_ptr<AgreementVerifier const> verifier);
+
+    // Re-checks every stored, still valid agreement against the current verifier and
+    // invalidates (with its exemptions' cover) each whose signer is now revoked. Returns how many
+    // were invalidated. Thread-safe.
+    [[nodiscard]] Result<int> revalidate_agreements() const;
+
     // Replaces the policy used by requests that start after the call. Thread-safe.
     void set_policy(std::shared_ptr<Policy const> policy);
 
@@ -52,6 +63,14 @@ private:
     [[nodiscard]] HttpResponse device_list(std::string_view query) const;
     [[nodiscard]] HttpResponse put_enrollment(ClientId const& client, std::string const& device_id,
                                               std::string const& body) const;
+    // The check that an exemption's agreement backs a control, against the stored agreement and
+    // the registry's owner.
+    [[nodiscard]] AgreementCheck agreement_binding() const;
+    [[nodiscard]] HttpResponse agreement_upload(ClientId const& client, std::string const& body) const;
+    [[nodiscard]] HttpResponse agreement_show(std::string const& id) const;
+    [[nodiscard]] HttpResponse device_explain(std::string const& device_id, std::string_view query) const;
+    [[nodiscard]] HttpResponse audit_list(std::string_view query) const;
+    [[nodiscard]] HttpResponse audit_verify() const;
     [[nodiscard]] HttpResponse exemption_request(ClientId const& client, std::string const& body) const;
     [[nodiscard]] HttpResponse exemption_list(std::string_view query) const;
     [[nodiscard]] HttpResponse exemption_show(std::string const& id) const;
@@ -60,6 +79,7 @@ private:
 
 
     std::atomic<std::shared_ptr<Policy const>> policy_;
+    std::atomic<std::shared_ptr<AgreementVerifier const>> verifier_;
     Store& store_;
     Metrics& metrics_;
     Clock clock_;

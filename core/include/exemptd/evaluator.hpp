@@ -1,6 +1,7 @@
 #pragma once
 // Evaluates one device against the policy: every device control, then exemption coverage.
 
+#include "exemptd/agreement_record.hpp"
 #include "exemptd/decision.hpp"
 #include "exemptd/policy.hpp"
 #include "exemptd/posture.hpp"
@@ -18,6 +19,8 @@ struct DeviceFacts {
     bool enrolled = false;                             // from the registry, never the report
     Facts facts;                                       // from the latest report
     std::map<std::string, TimePoint> failing_since;    // control id -> start of its failure streak
+    std::string owner;                                 // the registry's owner, empty when none
+    std::map<std::string, AgreementRecord> agreements; // agreements named by the device's exemptions
 };
 
 // An exemption as the evaluator needs it. The caller passes only exemptions for this device

@@ -59,7 +59,7 @@ struct Exemption {
     std::vector<Renewal> renewals;
     std::string revoked_by;
     std::optional<TimePoint> revoked_at;
-    std::string revoke_reason;
+    std::string revoked_reason;
     ExemptionState state = ExemptionState::pending;
     std::optional<TimePoint> overdue_review_flagged;  // the review date the sweeper last flagged
 };

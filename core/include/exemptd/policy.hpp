@@ -73,6 +73,10 @@ struct Policy {
     [[nodiscard]] bool may_approve(std::string_view approver, RiskLevel level) const;
 };
 
+// The rule a check enforces, for people: "enrolled in MDM", "disk_encrypted = true",
+// "1 <= screen_lock_seconds <= 900".
+[[nodiscard]] std::string describe_check(Check const& check);
+
 // Why a configuration or policy file was refused: the file, the 1-based line (0 when unknown)
 // and the reason.
 struct LoadError {

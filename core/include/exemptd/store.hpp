@@ -2,6 +2,7 @@
 // The narrow storage interface behind the daemon. SQLite implements it today; a PostgreSQL
 // backend is an addition behind the same interface.
 
+#include "exemptd/audit.hpp"
 #include "exemptd/decision.hpp"
 #include "exemptd/device.hpp"
 #include "exemptd/error.hpp"
@@ -106,6 +107,34 @@ public:
     // Appends one audit record on its own (for events that change no other state, such as a
     // policy load). Thread-safe.
     [[nodiscard]] virtual Result<void> record(AuditEvent const& event) = 0;
+
+    // The decision in force for the device at `at` according to the decision history (each
+    // stored change), or nullopt when it had none yet. Thread-safe.
+    [[nodiscard]] virtual Result<std::optional<Decision>> decision_at(std::string const& device_id,
+                                                                      TimePoint at) const = 0;
+
+    // Stores a verified agreement under the next id (AG-000001, ...) and audits it; when the
+    // same document and signature bytes are already stored, answers that record with
+    // created=false and writes nothing. Thread-safe.
+    [[nodiscard]] virtual Result<std::pair<AgreementRecord, bool>> put_agreement(AgreementRecord draft) = 0;
+
+    // The agreement, or Errc::not_found. Thread-safe.
+    [[nodiscard]] virtual Result<AgreementRecord> get_agreement(std::string const& id) const = 0;
+
+    // Every agreement still valid, for re-checking against a new CRL. Thread-safe.
+    [[nodiscard]] virtual Result<std::vector<AgreementRecord>> list_valid_agreements() const = 0;
+
+    // Marks an agreement invalid (audited), audits each active exemption that relies on it and
+    // re-evaluates their devices, in one transaction. Thread-safe.
+    [[nodiscard]] virtual Result<void> invalidate_agreement(std::string const& id, std::string const& reason,
+                                                            TimePoint now, Evaluate const& evaluate) = 0;
+
+    // Up to `limit` audit records with seq > `after`, in order. Thread-safe.
+    [[nodiscard]] virtual Result<std::vector<AuditRecord>> list_audit(std::int64_t after, std::size_t limit) const = 0;
+
+    // Recomputes the whole audit chain from the first record and names the first that does not
+    // match. Thread-safe; reads a consistent snapshot.
+    [[nodiscard]] virtual Result<AuditCheck> verify_audit() const = 0;
 
     // The device, or Errc::not_found. Thread-safe.
     [[nodiscard]] virtual Result<DeviceRecord> get_device(std::string const& device_id) const = 0;
