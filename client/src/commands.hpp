@@ -18,4 +18,17 @@ void add_device_commands(CLI::App& app, CommandContext& ctx);
 // contract as add_device_commands.
 void add_exemption_commands(CLI::App& app, CommandContext& ctx);
 
+// Registers `explain DEVICE [--at TIME]` on `app`. Same contract as add_device_commands.
+void add_explain_commands(CLI::App& app, CommandContext& ctx);
+
+// Registers `audit list|verify|export` on `app`. Same contract as add_device_commands.
+void add_audit_commands(CLI::App& app, CommandContext& ctx);
+
+// Registers `report exemptions` on `app`. Same contract as add_device_commands.
+void add_report_commands(CLI::App& app, CommandContext& ctx);
+
+// Registers `agreement upload|show|verify` on `app`. Same contract as add_device_commands; `verify`
+// runs offline and never needs connection settings.
+void add_agreement_commands(CLI::App& app, CommandContext& ctx);
+
 }  // namespace exemptd::client

@@ -31,6 +31,10 @@ int run_exemptctl(int argc, char const* const* argv, std::ostream& out, std::ost
     add_global_options(app, ctx.options());
     add_device_commands(app, ctx);
     add_exemption_commands(app, ctx);
+    add_explain_commands(app, ctx);
+    add_audit_commands(app, ctx);
+    add_report_commands(app, ctx);
+    add_agreement_commands(app, ctx);
     try {
         app.parse(argc, argv);
     } catch (CLI::ParseError const& e) {

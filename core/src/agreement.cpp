@@ -49,7 +49,6 @@ void free_openssl(void* p)
 using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free>>;
 using CmsPtr = std::unique_ptr<CMS_ContentInfo, Deleter<CMS_ContentInfo_free>>;
 using CertPtr = std::unique_ptr<X509, Deleter<X509_free>>;
-using CrlPtr = std::unique_ptr<X509_CRL, Deleter<X509_CRL_free>>;
 using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE_free>>;
 using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX_free>>;
 using NamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES_free>>;
@@ -408,7 +407,7 @@ bool issued_by_anchor(AgreementTrust const& trust, X509_CRL* crl)
 // Adds the CRLs in `path` to the trust store; answers why they cannot be used, or "".
 std::string add_crls(AgreementTrust& trust, std::string const& path)
 {
-    auto crls = read_pem_file<X509_CRL, PEM_read_bio_X509_CRL, X509_CRL_free>(path, "CRL");
+    auto const crls = read_pem_file<X509_CRL, PEM_read_bio_X509_CRL, X509_CRL_free>(path, "CRL");
     if (!crls) return crls.error();
     for (auto const& crl : *crls) {
         // Without nextUpdate nobody can tell a stale CRL from a current one.

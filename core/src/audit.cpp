@@ -45,7 +45,7 @@ boost::json::object audit_record_to_json(AuditRecord const& r)
     if (ec) details = r.details;  // shown as text when a tampered record no longer parses
     return {{"seq", r.seq},         {"at", r.at},         {"actor", r.actor},
             {"action", r.action},   {"subject", r.subject}, {"details", std::move(details)},
-            {"prev_hash", r.prev_hash}, {"hash", r.hash}};
+            {"prev_hash", r.prev_hash}, {"hash", r.hash}, {"details_text", r.details}};
 }
 
 boost::json::object audit_check_to_json(AuditCheck const& c)

@@ -60,7 +60,8 @@ void read_limits(YAML::Node const& limits, DaemonConfig& config)
 DaemonConfig parse_config(YAML::Node const& root, std::filesystem::path const& base)
 {
     expect_keys(root, "the configuration", {"listen", "tls", "database", "policy", "agreements", "metrics_listen",
-                                            "log_level", "threads", "limits", "sweep_interval_seconds"});
+                                            "log_level", "threads", "limits", "sweep_interval_seconds",
+                                            "audit_checkpoint"});
     for (auto const* key : {"tls", "database", "policy"}) {
         if (!root[key]) refuse(root, std::string("the configuration needs ") + key);
     }
@@ -84,6 +85,13 @@ DaemonConfig parse_config(YAML::Node const& root, std::filesystem::path const& b
     }
     if (root["threads"]) config.threads = static_cast<int>(integer(root["threads"], "threads", 0, 256));
     if (root["limits"]) read_limits(root["limits"], config);
+    config.checkpoint_file = config.database + ".checkpoints";
+    if (auto const cp = root["audit_checkpoint"]) {
+        expect_keys(cp, "audit_checkpoint", {"file", "interval_seconds"});
+        if (cp["file"]) config.checkpoint_file = path(cp["file"], "audit_checkpoint.file", base);
+        if (cp["interval_seconds"])
+            config.checkpoint_interval = std::chrono::seconds{integer(cp["interval_seconds"], "interval_seconds", 1, 900)};
+    }
     if (root["sweep_interval_seconds"])
         config.sweep_interval = std::chrono::seconds{integer(root["sweep_interval_seconds"], "sweep_interval_seconds", 1, 3600)};
     return config;

@@ -443,6 +443,7 @@ public:
     Result<std::optional<Decision>> decision_at(std::string const& device_id, TimePoint at) const override;
     Result<std::vector<AuditRecord>> list_audit(std::int64_t after, std::size_t limit) const override;
     Result<AuditCheck> verify_audit() const override;
+    Result<std::pair<std::int64_t, std::string>> audit_head() const override;
     Result<std::pair<AgreementRecord, bool>> put_agreement(AgreementRecord draft) override;
     Result<AgreementRecord> get_agreement(std::string const& id) const override;
     Result<std::vector<AgreementRecord>> list_valid_agreements() const override;
@@ -731,6 +732,15 @@ Result<std::vector<AuditRecord>> SqliteStore::list_audit(std::int64_t after, std
         std::vector<AuditRecord> out;
         while (stmt.step()) out.push_back(audit_from_row(stmt));
         return out;
+    });
+}
+
+Result<std::pair<std::int64_t, std::string>> SqliteStore::audit_head() const
+{
+    return read([&](Connection& db) {
+        auto& last = db.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
+        if (!last.step()) return std::pair<std::int64_t, std::string>{0, std::string(kGenesisHash)};
+        return std::pair{last.integer(0), last.text(1)};
     });
 }
 

@@ -1,5 +1,6 @@
 #include "daemon.hpp"
 
+#include "exemptd/checkpoint.hpp"
 #include "exemptd/config.hpp"
 #include "exemptd/logging.hpp"
 #include "exemptd/store.hpp"
@@ -96,6 +97,44 @@ void sweep(Router const& router)
         spdlog::info("event=sweep expired={} reviews_overdue={}", result->expired, result->reviews_overdue);
 }
 
+// Signs the audit chain's head and appends it to the checkpoint file (and the log), at start-up,
+// every checkpoint_interval and on shutdown, so that verification can detect cut-off records.
+class Checkpointer {
+public:
+    Checkpointer(DaemonConfig const& config, PkeyPtr key, Store const& store)
+        : file_(config.checkpoint_file), interval_(config.checkpoint_interval), key_(std::move(key)), store_(store)
+    {
+    }
+
+    // Stops signing: a trail that disagrees with its last checkpoint must not get a fresh one
+    // that would hide the damage.
+    void halt() { halted_ = true; }
+
+    // Writes a checkpoint when `force` or when the interval has passed. Called from one thread.
+    void tick(bool force)
+    {
+        if (halted_) return;
+        auto const now = system_now();
+        if (!force && now - last_ < interval_) return;
+        auto head = store_.audit_head();
+        if (!head) return spdlog::error("event=checkpoint_failed reason=\"{}\"", head.error().message());
+        auto checkpoint = sign_checkpoint(key_.get(), head->first, head->second, now);
+        if (!checkpoint) return spdlog::error("event=checkpoint_failed reason=\"{}\"", checkpoint.error());
+        if (auto written = append_checkpoint(file_, *checkpoint); !written)
+            return spdlog::error("event=checkpoint_failed reason=\"{}\"", written.error());
+        last_ = now;
+        spdlog::info("event=audit_checkpoint {}", checkpoint_to_line(*checkpoint));
+    }
+
+private:
+    std::string file_;
+    std::chrono::seconds interval_;
+    PkeyPtr key_;
+    Store const& store_;
+    TimePoint last_{};
+    bool halted_ = false;
+};
+
 int thread_count(DaemonConfig const& config)
 {
     if (config.threads > 0) return config.threads;
@@ -145,11 +184,30 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     };
     options.on_reload = [&] { return reload(*config, router, *store); };
     options.on_stopping = [] { sd_notify(0, "STOPPING=1"); };
-    options.on_tick = [&router] { sweep(router); };
-    options.tick_interval = config->sweep_interval;
+    auto key = load_private_key(config->tls_key);
+    auto cert_key = load_certificate_key(config->tls_cert);
+    if (!key || !cert_key) {
+        spdlog::critical("event=start_failed reason=\"{}\"", !key ? key.error() : cert_key.error());
+        return 1;
+    }
+    // Checkpoints are signed with the TLS key by default, so the server certificate verifies them.
+    router.set_checkpoints(config->checkpoint_file, std::shared_ptr<EVP_PKEY>(cert_key->release(), PkeyFree{}));
+    Checkpointer checkpointer(*config, std::move(*key), *store);
+    options.on_tick = [&] {
+        sweep(router);
+        checkpointer.tick(false);
+    };
+    options.tick_interval = std::min(config->sweep_interval, config->checkpoint_interval);
+    if (auto problem = router.checkpoint_problem(); !problem || *problem) {
+        spdlog::critical("event=audit_checkpoint_mismatch reason=\"{}\" effect=\"no new checkpoints until investigated\"",
+                         problem ? **problem : problem.error().message());
+        checkpointer.halt();
+    }
     sweep(router);
+    checkpointer.tick(true);
     Server server(std::move(options), std::move(*tls), router, metrics);
     server.run();
+    checkpointer.tick(true);
     spdlog::info("event=stopped");
     return 0;
 }

@@ -637,11 +637,14 @@ HttpResponse Router::agreement_upload(ClientId const& client, std::string const&
     if (!object) return error_response(object.error());
     ObjectReader reader(*object);
     reader.only({"document", "signature"});
-    auto const document_b64 = reader.string("document", Need::required, 2 * kMaxAgreementBytes);
-    auto const signature_b64 = reader.string("signature", Need::required, 2 * kMaxAgreementBytes);
+    // Empty strings are read as given: the verifier refuses them as malformed, and audits it.
+    auto const document_b64 = reader.string("document", Need::optional, 2 * kMaxAgreementBytes);
+    auto const signature_b64 = reader.string("signature", Need::optional, 2 * kMaxAgreementBytes);
+    if (!object->contains("document")) reader.fail("document", "is required");
+    if (!object->contains("signature")) reader.fail("signature", "is required");
     if (reader.error()) return error_response(*reader.error());
-    auto document = decode_base64(document_b64);
-    auto signature = decode_base64(signature_b64);
+    auto document = document_b64.empty() ? std::optional<std::string>("") : decode_base64(document_b64);
+    auto signature = signature_b64.empty() ? std::optional<std::string>("") : decode_base64(signature_b64);
     if (!document) reader.fail("document", "must be base64");
     if (!signature) reader.fail("signature", "must be base64");
     if (reader.error()) return error_response(*reader.error());
@@ -711,12 +714,53 @@ HttpResponse Router::audit_list(std::string_view query) const
     return json_response(200, {{"records", std::move(out)}});
 }
 
+void Router::set_checkpoints(std::string file, std::shared_ptr<EVP_PKEY> key)
+{
+    checkpoint_file_ = std::move(file);
+    checkpoint_key_ = std::move(key);
+}
+
+Result<std::optional<std::string>> Router::checkpoint_problem(Checkpoint const& checkpoint, std::int64_t last_seq) const
+{
+    if (!verify_checkpoint_signature(checkpoint_key_.get(), checkpoint))
+        return std::optional<std::string>("the latest checkpoint's signature does not verify");
+    std::optional<std::string> hash_at_seq;
+    auto at_seq = store_.list_audit(checkpoint.seq - 1, 1);
+    if (!at_seq) return at_seq.error();
+    if (!at_seq->empty() && at_seq->front().seq == checkpoint.seq) hash_at_seq = at_seq->front().hash;
+    return check_against_checkpoint(checkpoint, last_seq, hash_at_seq);
+}
+
+Result<std::optional<std::string>> Router::checkpoint_problem() const
+{
+    auto const checkpoint = checkpoint_file_.empty() ? std::nullopt : latest_checkpoint(checkpoint_file_);
+    if (!checkpoint) return std::optional<std::string>{};
+    auto head = store_.audit_head();
+    if (!head) return head.error();
+    return checkpoint_problem(*checkpoint, head->first);
+}
+
 HttpResponse Router::audit_verify() const
 {
     auto check = store_.verify_audit();
     if (!check) return error_response(storage_error(check.error()));
+    auto const checkpoint = checkpoint_file_.empty() ? std::nullopt : latest_checkpoint(checkpoint_file_);
+    if (check->ok && checkpoint) {
+        auto problem = checkpoint_problem(*checkpoint, check->records);
+        if (!problem) return error_response(storage_error(problem.error()));
+        if (*problem) {
+            check->ok = false;
+            check->first_bad_seq = std::min(check->records + 1, checkpoint->seq);
+            check->reason = **problem;
+        }
+    }
+    auto body = audit_check_to_json(*check);
+    if (checkpoint)
+        body["checkpoint"] = {{"seq", checkpoint->seq}, {"head_hash", checkpoint->head_hash}, {"at", format_rfc3339(checkpoint->at)}};
+    else
+        body["checkpoint"] = nullptr;
     if (!check->ok) spdlog::error("event=audit_chain_broken first_bad_seq={} reason=\"{}\"", *check->first_bad_seq, check->reason);
-    return json_response(200, audit_check_to_json(*check));
+    return json_response(200, body);
 }
 
 }  // namespace exemptd::daemon

@@ -3,6 +3,7 @@
 // so it is unit-tested without a network.
 
 #include "exemptd/agreement.hpp"
+#include "exemptd/checkpoint.hpp"
 #include "exemptd/exemption_rules.hpp"
 #include "exemptd/identity.hpp"
 #include "exemptd/policy.hpp"
@@ -41,6 +42,14 @@ public:
     // were invalidated. Thread-safe.
     [[nodiscard]] Result<int> revalidate_agreements() const;
 
+    // Makes /v1/audit/verify also check the chain against the latest checkpoint in `file`, whose
+    // signature must verify with `key`. Call before serving; not thread-safe.
+    void set_checkpoints(std::string file, std::shared_ptr<EVP_PKEY> key);
+
+    // Compares the audit trail's head with the latest checkpoint (cheap: no full chain walk);
+    // the problem found, or nullopt. Thread-safe.
+    [[nodiscard]] Result<std::optional<std::string>> checkpoint_problem() const;
+
     // Replaces the policy used by requests that start after the call. Thread-safe.
     void set_policy(std::shared_ptr<Policy const> policy);
 
@@ -71,6 +80,8 @@ private:
     [[nodiscard]] HttpResponse device_explain(std::string const& device_id, std::string_view query) const;
     [[nodiscard]] HttpResponse audit_list(std::string_view query) const;
     [[nodiscard]] HttpResponse audit_verify() const;
+    [[nodiscard]] Result<std::optional<std::string>> checkpoint_problem(Checkpoint const& checkpoint,
+                                                                        std::int64_t last_seq) const;
     [[nodiscard]] HttpResponse exemption_request(ClientId const& client, std::string const& body) const;
     [[nodiscard]] HttpResponse exemption_list(std::string_view query) const;
     [[nodiscard]] HttpResponse exemption_show(std::string const& id) const;
@@ -80,6 +91,8 @@ private:
 
     std::atomic<std::shared_ptr<Policy const>> policy_;
     std::atomic<std::shared_ptr<AgreementVerifier const>> verifier_;
+    std::string checkpoint_file_;
+    std::shared_ptr<EVP_PKEY> checkpoint_key_;
     Store& store_;
     Metrics& metrics_;
     Clock clock_;

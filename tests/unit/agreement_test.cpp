@@ -11,7 +11,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <regex>
 #include <stdexcept>
 #include <string>
@@ -282,6 +281,10 @@ TEST_CASE("A detached agreement signature from the agreements CA is accepted", "
     {
         CHECK(verdict(verify(doc, signature("agreement.yaml.der.p7s"), now)) == "accepted");
     }
+    SECTION("SHA-512")
+    {
+        CHECK(verdict(verify(doc, signature("sha512.p7s"), now)) == "accepted");
+    }
     SECTION("PEM labelled PKCS7, as openssl smime writes it")
     {
         auto pem = replace(replace(signature(), "BEGIN CMS", "BEGIN PKCS7"), "END CMS", "END PKCS7");
@@ -327,6 +330,12 @@ TEST_CASE("A document that is not the agreement YAML is refused as malformed_doc
     SECTION("a field twice") { CHECK_THAT(refuse(doc + "user: sam@example.com\n"), refused("malformed_document")); }
     SECTION("a value that is a list") { CHECK_THAT(refuse(replace(doc, "user: sam@example.com", "user: [sam@example.com]")), refused("malformed_document")); }
     SECTION("an empty value") { CHECK_THAT(refuse(replace(doc, "user: sam@example.com", "user:")), refused("malformed_document")); }
+    SECTION("quoted and !!str values are text (and then fail the signature, which is over other bytes)")
+    {
+        auto const quoted = replace(replace(doc, "user: sam@example.com", "user: \"sam@example.com\""), "device_serial: C02XYZ123",
+                                    "device_serial: !!str C02XYZ123");
+        CHECK_THAT(refuse(quoted), refused("bad_signature"));
+    }
     SECTION("a tagged value") { CHECK_THAT(refuse(replace(doc, "device_serial: C02XYZ123", "device_serial: !!int 12")), refused("malformed_document")); }
     SECTION("a user that is not an e-mail address") { CHECK_THAT(refuse(replace(doc, "sam@example.com", "sam")), refused("malformed_document")); }
     SECTION("a device_id outside [A-Za-z0-9._:-]") { CHECK_THAT(refuse(replace(doc, "LAPTOP-0042", "LAPTOP 0042")), refused("malformed_document")); }
@@ -455,6 +464,11 @@ TEST_CASE("The signer must chain to the agreements CA, be valid at signing time 
     SECTION("a certificate without extendedKeyUsage emailProtection is refused as not_email_protection")
     {
         CHECK_THAT(verdict(verify(doc, signature("noeku.p7s"))), refused("not_email_protection"));
+    }
+    SECTION("a certificate without any extendedKeyUsage is refused as not_email_protection")
+    {
+        // OpenSSL's S/MIME purpose allows any use then; SPEC §7 wants emailProtection explicitly.
+        CHECK_THAT(verdict(verify(doc, signature("anyuse.p7s"))), refused("not_email_protection"));
     }
 }
 

@@ -14,6 +14,7 @@
 #   expired.crt            valid -90d..-30d
 #   notyet.crt             valid +30d..+400d (openssl ca -startdate in the future)
 #   noeku.crt              extendedKeyUsage clientAuth only
+#   anyuse.crt             no extendedKeyUsage extension at all
 #   revoked.crt            on crl-revoked.pem
 #   rogue.crt              issued by rogue-ca
 #   crl-empty.pem          the agreements CA's CRL before revoked.crt was revoked (nextUpdate +30d)
@@ -23,9 +24,10 @@
 #   agreement.yaml.p7s     `openssl cms -sign -binary -md sha256 ... -outform PEM` by sam.crt (SPEC §7)
 #   agreement.yaml.der.p7s the same, DER
 #   attached.p7s           -nodetach               sha1.p7s     -md sha1
+#   sha512.p7s             -md sha512
 #   noattr.p7s             -noattr                 two-signers.p7s  sam.crt and noeku.crt
 #   nocerts.p7s            -nocerts (the signer certificate is not included)
-#   expired.p7s notyet.p7s noeku.p7s revoked.p7s rogue.p7s   signed by that certificate
+#   expired.p7s notyet.p7s noeku.p7s anyuse.p7s revoked.p7s rogue.p7s   signed by that certificate
 #   jordan.yaml.p7s        jordan.yaml signed by sam.crt
 #   data.p7s               a CMS ContentInfo of type data (not SignedData)
 #
@@ -95,6 +97,12 @@ extendedKeyUsage = clientAuth
 subjectAltName = email:sam@example.com
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
+[anyuse]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, nonRepudiation
+subjectAltName = email:sam@example.com
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 EOF
     run req -x509 -new -config "$1.cnf" -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
         -keyout "$1.key" -out "$1.crt" -subj "$kCaName" -days 3650
@@ -133,6 +141,7 @@ issue sam agreements-ca signer "$(when -1)" "$(when 397)"
 issue expired agreements-ca signer "$(when -90)" "$(when -30)"
 issue notyet agreements-ca signer "$(when 30)" "$(when 400)"
 issue noeku agreements-ca noeku "$(when -1)" "$(when 397)"
+issue anyuse agreements-ca anyuse "$(when -1)" "$(when 397)"
 issue revoked agreements-ca signer "$(when -1)" "$(when 397)"
 issue rogue rogue-ca signer "$(when -1)" "$(when 397)"
 
@@ -151,10 +160,11 @@ run cms -sign -binary -md sha256 -in agreement.yaml -signer sam.crt -inkey user.
     -out agreement.yaml.der.p7s
 sign attached.p7s sam -nodetach
 sign sha1.p7s sam -md sha1
+sign sha512.p7s sam -md sha512
 sign noattr.p7s sam -noattr
 sign two-signers.p7s sam -signer noeku.crt -inkey user.key
 sign nocerts.p7s sam -nocerts
-for name in expired notyet noeku revoked rogue; do
+for name in expired notyet noeku anyuse revoked rogue; do
     sign "$name.p7s" "$name"
 done
 run cms -sign -binary -md sha256 -in jordan.yaml -signer sam.crt -inkey user.key -outform PEM \

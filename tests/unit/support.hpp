@@ -136,6 +136,10 @@ private:
 {
     return "error " + e.to_string();
 }
+[[nodiscard]] inline std::string describe(std::string const& e)
+{
+    return "error " + e;
+}
 [[nodiscard]] inline std::string describe(boost::system::error_code const& e)
 {
     return "error " + e.to_string() + " (" + e.message() + ")";

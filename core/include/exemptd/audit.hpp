@@ -60,7 +60,8 @@ private:
     std::int64_t last_seq_ = 0;
 };
 
-// The API's JSON for a record; details is embedded as an object. Thread-safe.
+// The API's JSON for a record: details embedded as an object, and details_text the exact stored
+// bytes that the hash covers (so a client can recompute the chain independently). Thread-safe.
 [[nodiscard]] boost::json::object audit_record_to_json(AuditRecord const& record);
 [[nodiscard]] boost::json::object audit_check_to_json(AuditCheck const& check);
 

@@ -37,6 +37,8 @@ struct DaemonConfig {
     std::string log_level = "info";
     int threads = 0;  // 0: one per core
     std::chrono::seconds sweep_interval{60};
+    std::string checkpoint_file;  // default: the database path + ".checkpoints"
+    std::chrono::seconds checkpoint_interval{10 * 60};  // SPEC: at least every 15 minutes
     Limits limits;
 };
 

@@ -132,6 +132,10 @@ public:
     // Up to `limit` audit records with seq > `after`, in order. Thread-safe.
     [[nodiscard]] virtual Result<std::vector<AuditRecord>> list_audit(std::int64_t after, std::size_t limit) const = 0;
 
+    // The newest audit record's seq and hash ({0, kGenesisHash} when the trail is empty).
+    // Thread-safe.
+    [[nodiscard]] virtual Result<std::pair<std::int64_t, std::string>> audit_head() const = 0;
+
     // Recomputes the whole audit chain from the first record and names the first that does not
     // match. Thread-safe; reads a consistent snapshot.
     [[nodiscard]] virtual Result<AuditCheck> verify_audit() const = 0;
