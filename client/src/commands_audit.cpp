@@ -3,6 +3,8 @@
 #include "commands.hpp"
 #include "output.hpp"
 
+#include "exemptd/checkpoint.hpp"
+
 #include "exemptd/audit.hpp"
 
 #include <CLI/CLI.hpp>
@@ -173,7 +175,38 @@ ClientResult<ServerCheck> server_check_from_body(std::string_view body)
     return check;
 }
 
-int run_verify(CommandContext& ctx)
+struct VerifyOptions {
+    std::string checkpoint;       // a file of checkpoint lines written by exemptd
+    std::string checkpoint_cert;  // the certificate whose key signed them (the server's)
+};
+
+// The chain as fetched, checked against the latest checkpoint of options.checkpoint: the
+// refusal (first missing or changed seq and why), nullopt when consistent. Throws CheckpointError
+// for unreadable files.
+struct CheckpointError {
+    std::string message;
+};
+
+std::optional<std::pair<std::int64_t, std::string>> checkpoint_refusal(VerifyOptions const& options,
+                                                                       std::vector<ListedRecord> const& records,
+                                                                       AuditChainChecker const& checker)
+{
+    auto const checkpoint = latest_checkpoint(options.checkpoint);
+    if (!checkpoint) throw CheckpointError{"no checkpoint found in " + options.checkpoint};
+    auto key = load_certificate_key(options.checkpoint_cert);
+    if (!key) throw CheckpointError{key.error()};
+    if (!verify_checkpoint_signature(key->get(), *checkpoint))
+        return std::pair{checkpoint->seq, std::string("the checkpoint's signature does not verify with ") + options.checkpoint_cert};
+    std::optional<std::string> hash_at_seq;
+    for (auto const& r : records) {
+        if (r.record.seq == checkpoint->seq) hash_at_seq = r.record.hash;
+    }
+    auto problem = check_against_checkpoint(*checkpoint, checker.last_seq(), hash_at_seq);
+    if (!problem) return std::nullopt;
+    return std::pair{std::min(checker.last_seq() + 1, checkpoint->seq), *problem};
+}
+
+int run_verify(CommandContext& ctx, VerifyOptions const& options)
 {
     auto records = fetch_all(ctx);
     if (!records) return records.error().exit_code;
@@ -188,6 +221,16 @@ int run_verify(CommandContext& ctx)
     if (!server) return ctx.fail(server.error().message);
 
     auto const& local = checker.result();
+    if (local.ok && !options.checkpoint.empty()) {
+        try {
+            if (auto const refusal = checkpoint_refusal(options, *records, checker)) {
+                ctx.out() << "broken at seq " << refusal->first << ": " << refusal->second << '\n';
+                return 1;
+            }
+        } catch (CheckpointError const& e) {
+            return ctx.fail(e.message);
+        }
+    }
     bool const ok = local.ok && server->ok;
     if (ctx.options().json) {
         boost::json::object out{{"ok", ok},
@@ -221,30 +264,6 @@ int run_verify(CommandContext& ctx)
                   << " (records appended in between?)\n";
     ctx.out() << "ok: " << local.records << " records, head " << checker.head_hash() << '\n';
     return 0;
-}
-
-// One CSV field (RFC 4180): quoted when it holds a comma, quote, CR or LF; quotes doubled.
-std::string csv_field(std::string_view text)
-{
-    if (text.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(text);
-    std::string out = "\"";
-    for (char const c : text) {
-        if (c == '"') out += '"';
-        out += c;
-    }
-    out += '"';
-    return out;
-}
-
-std::string csv_row(std::vector<std::string> const& cells)
-{
-    std::string line;
-    for (std::size_t i = 0; i < cells.size(); ++i) {
-        if (i != 0) line += ',';
-        line += csv_field(cells[i]);
-    }
-    line += "\r\n";
-    return line;
 }
 
 int run_export(CommandContext& ctx, ExportOptions const& options)
@@ -285,7 +304,18 @@ void add_verify(CLI::App& audit, CommandContext& ctx)
 {
     auto* cmd = audit.add_subcommand(
         "verify", "Fetch every record and check the hash chain here, and ask the server to check it too");
-    cmd->callback([&ctx] { ctx.exit_code = run_verify(ctx); });
+    auto options = std::make_shared<VerifyOptions>();
+    cmd->add_option("--checkpoint", options->checkpoint,
+                    "Also check the chain against the latest checkpoint in this file (written by exemptd)");
+    cmd->add_option("--checkpoint-cert", options->checkpoint_cert,
+                    "Certificate that verifies the checkpoints (the server's TLS certificate)");
+    cmd->callback([&ctx, options] {
+        if (!options->checkpoint.empty() && options->checkpoint_cert.empty()) {
+            ctx.exit_code = ctx.fail("--checkpoint needs --checkpoint-cert");
+            return;
+        }
+        ctx.exit_code = run_verify(ctx, *options);
+    });
 }
 
 void add_export(CLI::App& audit, CommandContext& ctx)

@@ -2,6 +2,7 @@
 #include "command_context.hpp"
 #include "commands.hpp"
 #include "exemption_view.hpp"
+#include "output.hpp"
 
 #include "exemptd/time.hpp"
 
@@ -20,30 +21,6 @@ struct ReportOptions {
     std::string format;
     std::string state;
 };
-
-// One CSV field (RFC 4180): quoted when it holds a comma, quote, CR or LF; quotes doubled.
-std::string csv_field(std::string_view text)
-{
-    if (text.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(text);
-    std::string out = "\"";
-    for (char const c : text) {
-        if (c == '"') out += '"';
-        out += c;
-    }
-    out += '"';
-    return out;
-}
-
-std::string csv_row(std::vector<std::string> const& cells)
-{
-    std::string line;
-    for (std::size_t i = 0; i < cells.size(); ++i) {
-        if (i != 0) line += ',';
-        line += csv_field(cells[i]);
-    }
-    line += "\r\n";
-    return line;
-}
 
 std::string join(std::vector<std::string> const& items)
 {

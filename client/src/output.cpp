@@ -82,4 +82,31 @@ std::string or_dash(std::string text)
     return text.empty() ? std::string("-") : text;
 }
 
+namespace {
+
+std::string csv_field(std::string_view text)
+{
+    if (text.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(text);
+    std::string out = "\"";
+    for (char const c : text) {
+        if (c == '"') out += '"';
+        out += c;
+    }
+    out += '"';
+    return out;
+}
+
+}  // namespace
+
+std::string csv_row(std::vector<std::string> const& cells)
+{
+    std::string line;
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+        if (i != 0) line += ',';
+        line += csv_field(cells[i]);
+    }
+    line += "\r\n";
+    return line;
+}
+
 }  // namespace exemptd::client

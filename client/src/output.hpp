@@ -41,4 +41,8 @@ private:
 // The text, or "-" when it is empty; for table cells. Pure.
 [[nodiscard]] std::string or_dash(std::string text);
 
+// One CSV line (RFC 4180, CRLF-terminated): a cell is quoted when it holds a comma, quote, CR or
+// LF, with quotes doubled.
+[[nodiscard]] std::string csv_row(std::vector<std::string> const& cells);
+
 }  // namespace exemptd::client

@@ -455,6 +455,34 @@ case_reordered_records() {
         INSERT INTO audit SELECT 7 - seq, at, actor, action, subject, details, prev_hash, hash FROM t;" 3
 }
 
+case_truncated_trail_is_caught_by_the_checkpoint() {
+    local dir="$TEST_TMP/truncated" db head
+    mkdir -p "$dir"
+    write_config "$dir/exemptd.yaml"
+    db="$dir/state/exemptd.db"
+    sqlite3 "$TEST_TMP/pristine.db" ".backup '$db'"
+    start_daemon "$dir"
+    stop_daemon || exit 1  # signs a checkpoint of the head on the way out
+    [[ -s "$db.checkpoints" ]] || fail "no checkpoint file next to the database"
+    head="$(sqlite3 "$db" "SELECT max(seq) FROM audit")"
+    # Cut off the two newest records: the chain that remains is internally consistent.
+    sqlite3 "$db" "$kDropTriggers DELETE FROM audit WHERE seq >= $head - 1;" || fail "truncation failed"
+    start_daemon "$dir"
+    ctl helpdesk audit verify --checkpoint "$db.checkpoints" --checkpoint-cert "$PKI_DIR/server.crt"
+    assert_ctl 1
+    assert_match "${CTL_OUT%%$'\n'*}" "^broken at seq $head: .*cut off" "exemptctl audit verify of a truncated trail"
+    api helpdesk GET /v1/audit/verify
+    assert_status 200
+    assert_json .ok false
+    assert_json .first_bad_seq "$head"
+    # A checkpoint that does not verify with the server certificate is refused too.
+    ctl helpdesk audit verify --checkpoint "$db.checkpoints" --checkpoint-cert "$PKI_DIR/clients-ca.crt"
+    assert_ctl 1
+    assert_contains "$CTL_OUT" "signature does not verify" "a checkpoint checked with the wrong certificate"
+    stop_daemon || exit 1
+    grep -q "event=audit_checkpoint_mismatch" "$dir/daemon.log" || fail "the daemon did not log the mismatch at start-up"
+}
+
 case_pristine_copy_still_verifies() {
     local dir="$TEST_TMP/pristine"
     mkdir -p "$dir"
@@ -497,5 +525,6 @@ run_case "tampering: a deleted record is named" case_deleted_record
 run_case "tampering: a replaced record is named" case_replaced_record
 run_case "tampering: an inserted record is named" case_inserted_record
 run_case "tampering: reordered records are named" case_reordered_records
+run_case "a truncated trail is caught by the signed checkpoint" case_truncated_trail_is_caught_by_the_checkpoint
 run_case "an untouched copy still verifies" case_pristine_copy_still_verifies
 finish
