@@ -100,7 +100,8 @@ TEST_CASE("Enrollment comes from the registry view of the device", "[evaluator]"
 {
     auto device = compliant_device();
     SECTION("enrolled passes") {
-        auto const& mdm = control(decide(device), "MDM-01");
+        auto const d = decide(device);
+        auto const& mdm = control(d, "MDM-01");
         CHECK(mdm.pass);
         CHECK(mdm.observed == "enrolled");
     }
