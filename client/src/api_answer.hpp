@@ -5,10 +5,12 @@
 
 #include "exemptd/error.hpp"
 
+#include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace exemptd::client {
 
@@ -25,5 +27,24 @@ namespace exemptd::client {
 
 // The string at obj[key], or "" when it is absent or not a string. Pure.
 [[nodiscard]] std::string string_field(boost::json::object const& obj, std::string_view key);
+
+// The items of the list at the answer's `key` ({"devices": [...]}), each read by `read_item`;
+// `missing` when the answer has no such list, else the first item's error. Pure.
+template <class T, class ReadItem>
+[[nodiscard]] ClientResult<std::vector<T>> list_from_body(std::string_view body, std::string_view key,
+                                                          ClientError const& missing, ReadItem read_item)
+{
+    auto value = parse_answer_json(body);
+    if (!value) return value.error();
+    auto const* list = value->is_object() ? value->get_object().if_contains(key) : nullptr;
+    if (list == nullptr || !list->is_array()) return missing;
+    std::vector<T> out;
+    for (auto const& item : list->get_array()) {
+        auto read = read_item(item);
+        if (!read) return read.error();
+        out.push_back(std::move(*read));
+    }
+    return out;
+}
 
 }  // namespace exemptd::client

@@ -115,17 +115,8 @@ ClientResult<DeviceRecord> device_from_body(std::string_view body)
 
 ClientResult<std::vector<DeviceRecord>> device_list_from_body(std::string_view body)
 {
-    auto value = parse_answer_json(body);
-    if (!value) return value.error();
-    auto const* devices = value->is_object() ? value->get_object().if_contains("devices") : nullptr;
-    if (devices == nullptr || !devices->is_array()) return unexpected("the answer has no \"devices\" list");
-    std::vector<DeviceRecord> out;
-    for (auto const& item : devices->get_array()) {
-        auto device = device_from_json(item);
-        if (!device) return device.error();
-        out.push_back(std::move(*device));
-    }
-    return out;
+    return list_from_body<DeviceRecord>(body, "devices", unexpected("the answer has no \"devices\" list"),
+                                        [](json::value const& item) { return device_from_json(item); });
 }
 
 std::string format_device_table(std::vector<DeviceRecord> const& devices)

@@ -280,17 +280,8 @@ ClientResult<ExemptionRecord> exemption_from_body(std::string_view body)
 
 ClientResult<std::vector<ExemptionRecord>> exemption_list_from_body(std::string_view body)
 {
-    auto value = parse_answer_json(body);
-    if (!value) return value.error();
-    auto const* list = value->is_object() ? value->get_object().if_contains("exemptions") : nullptr;
-    if (list == nullptr || !list->is_array()) return unexpected("the answer has no \"exemptions\" list");
-    std::vector<ExemptionRecord> out;
-    for (auto const& item : list->get_array()) {
-        auto exemption = exemption_from_json(item);
-        if (!exemption) return exemption.error();
-        out.push_back(std::move(*exemption));
-    }
-    return out;
+    return list_from_body<ExemptionRecord>(body, "exemptions", unexpected("the answer has no \"exemptions\" list"),
+                                           [](boost::json::value const& item) { return exemption_from_json(item); });
 }
 
 std::string format_exemption_table(std::vector<ExemptionRecord> const& exemptions)

@@ -1,5 +1,7 @@
 #include "exemptd/decision.hpp"
 
+#include "exemptd/json_reader.hpp"
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -16,12 +18,6 @@ boost::json::object control_to_json(ControlResult const& c)
     if (c.failing_since) out["failing_since"] = format_rfc3339(*c.failing_since);
     if (c.grace_until) out["grace_until"] = format_rfc3339(*c.grace_until);
     return out;
-}
-
-std::string string_or_empty(boost::json::object const& o, std::string_view key)
-{
-    auto const* v = o.if_contains(key);
-    return v != nullptr && v->is_string() ? std::string(v->as_string()) : std::string{};
 }
 
 std::optional<TimePoint> time_or_none(boost::json::object const& o, std::string_view key)

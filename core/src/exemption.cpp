@@ -1,5 +1,7 @@
 #include "exemptd/exemption.hpp"
 
+#include "exemptd/json_reader.hpp"
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -68,11 +70,7 @@ boost::json::object base_json(Exemption const& e)
 struct RecordReader {
     boost::json::object const& o;
 
-    std::string text(std::string_view key) const
-    {
-        auto const* v = o.if_contains(key);
-        return v != nullptr && v->is_string() ? std::string(v->as_string()) : std::string{};
-    }
+    std::string text(std::string_view key) const { return string_or_empty(o, key); }
     std::optional<TimePoint> time(std::string_view key) const { return parse_rfc3339(text(key)); }
     std::vector<std::string> list(std::string_view key) const
     {

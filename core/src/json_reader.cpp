@@ -17,6 +17,12 @@ ApiResult<boost::json::object> parse_json_object(std::string_view body)
     return std::move(value.as_object());
 }
 
+std::string string_or_empty(boost::json::object const& object, std::string_view key)
+{
+    auto const* v = object.if_contains(key);
+    return v != nullptr && v->is_string() ? std::string(v->as_string()) : std::string{};
+}
+
 ObjectReader::ObjectReader(boost::json::object const& object, std::string prefix)
     : object_(object), prefix_(std::move(prefix))
 {

@@ -2,6 +2,7 @@
 
 #include "exemptd/agreement_record.hpp"
 #include "exemptd/audit.hpp"
+#include "exemptd/json_reader.hpp"
 #include "sqlite.hpp"
 
 #include <boost/json/parse.hpp>
@@ -345,12 +346,6 @@ std::string encode_agreement_record(AgreementRecord const& a)
     return boost::json::serialize(json);
 }
 
-std::string text_field(boost::json::object const& o, std::string_view key)
-{
-    auto const* v = o.if_contains(key);
-    return v != nullptr && v->is_string() ? std::string(v->as_string()) : std::string{};
-}
-
 // Columns: record, valid, document, signature.
 AgreementRecord agreement_from_row(Statement const& row)
 {
@@ -359,24 +354,24 @@ AgreementRecord agreement_from_row(Statement const& row)
     auto const& signer = o.at("signer").as_object();
     auto const& verification = o.at("verification").as_object();
     AgreementRecord a;
-    a.id = text_field(o, "id");
-    a.template_name = text_field(o, "agreement");
-    a.user = text_field(o, "user");
-    a.device_id = text_field(o, "device_id");
-    a.device_serial = text_field(o, "device_serial");
-    a.terms_sha256 = text_field(o, "terms_sha256");
-    a.accepted_at = parse_rfc3339(text_field(o, "accepted_at")).value_or(TimePoint{});
-    a.document_sha256 = text_field(o, "document_sha256");
-    a.signature_sha256 = text_field(o, "signature_sha256");
-    a.signer_subject = text_field(signer, "subject");
-    a.signer_email = text_field(signer, "email");
-    a.signer_fingerprint = text_field(signer, "fingerprint");
-    a.signed_at = parse_rfc3339(text_field(o, "signed_at"));
-    a.verified_at = parse_rfc3339(text_field(verification, "verified_at")).value_or(TimePoint{});
+    a.id = string_or_empty(o, "id");
+    a.template_name = string_or_empty(o, "agreement");
+    a.user = string_or_empty(o, "user");
+    a.device_id = string_or_empty(o, "device_id");
+    a.device_serial = string_or_empty(o, "device_serial");
+    a.terms_sha256 = string_or_empty(o, "terms_sha256");
+    a.accepted_at = parse_rfc3339(string_or_empty(o, "accepted_at")).value_or(TimePoint{});
+    a.document_sha256 = string_or_empty(o, "document_sha256");
+    a.signature_sha256 = string_or_empty(o, "signature_sha256");
+    a.signer_subject = string_or_empty(signer, "subject");
+    a.signer_email = string_or_empty(signer, "email");
+    a.signer_fingerprint = string_or_empty(signer, "fingerprint");
+    a.signed_at = parse_rfc3339(string_or_empty(o, "signed_at"));
+    a.verified_at = parse_rfc3339(string_or_empty(verification, "verified_at")).value_or(TimePoint{});
     a.valid = row.integer(1) != 0;
-    a.invalid_reason = text_field(verification, "reason");
-    a.invalidated_at = parse_rfc3339(text_field(verification, "invalidated_at"));
-    a.uploaded_by = text_field(o, "uploaded_by");
+    a.invalid_reason = string_or_empty(verification, "reason");
+    a.invalidated_at = parse_rfc3339(string_or_empty(verification, "invalidated_at"));
+    a.uploaded_by = string_or_empty(o, "uploaded_by");
     a.document = row.text(2);
     a.signature = row.text(3);
     return a;

@@ -19,6 +19,10 @@ namespace exemptd {
 // `malformed_json` otherwise. Thread-safe.
 [[nodiscard]] ApiResult<boost::json::object> parse_json_object(std::string_view body);
 
+// The string at object[key], or "" when it is absent or not a string: for reading JSON this
+// process wrote itself (stored records, server answers), where a missing field reads as empty.
+[[nodiscard]] std::string string_or_empty(boost::json::object const& object, std::string_view key);
+
 enum class Need { required, optional };
 
 // Reads fields of one JSON object. Each accessor returns an empty value and records an error
