@@ -446,6 +446,8 @@ public:
                                       Evaluate const& evaluate) override;
     Result<DeviceRecord> get_device(std::string const& device_id) const override;
     Result<std::vector<DeviceRecord>> list_devices(DeviceQuery const& query) const override;
+    Result<ExemptionCounts> exemption_counts(TimePoint now, TimePoint expiring_before) const override;
+    LatencyHistogram const& commit_latency() const override { return commit_latency_; }
     ApiResult<Decision> check_in(PostureReport const& report, Evaluate const& evaluate, TimePoint now,
                                  std::chrono::seconds nonce_ttl) override;
 
@@ -461,6 +463,7 @@ private:
     std::condition_variable queue_cv_;
     std::deque<PendingWrite*> queue_;
     bool leader_busy_ = false;
+    LatencyHistogram commit_latency_;
 
     mutable std::mutex readers_mutex_;
     mutable std::vector<std::unique_ptr<Connection>> idle_readers_;
@@ -492,6 +495,7 @@ bool SqliteStore::write(std::function<bool(Connection&)> job)
 
 void SqliteStore::commit_batch(std::deque<PendingWrite*> const& batch)
 {
+    auto const started = std::chrono::steady_clock::now();
     try {
         writer_.exec("BEGIN IMMEDIATE");
     } catch (sqlite::Failure const& f) {
@@ -521,6 +525,7 @@ void SqliteStore::commit_batch(std::deque<PendingWrite*> const& batch)
         sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
         for (auto* p : batch) p->committed = false;
     }
+    commit_latency_.observe(std::chrono::steady_clock::now() - started);
 }
 
 // Runs `f` on an idle read connection (WAL lets readers run beside the writer).
@@ -727,6 +732,18 @@ Result<std::vector<AuditRecord>> SqliteStore::list_audit(std::int64_t after, std
         std::vector<AuditRecord> out;
         while (stmt.step()) out.push_back(audit_from_row(stmt));
         return out;
+    });
+}
+
+Result<ExemptionCounts> SqliteStore::exemption_counts(TimePoint now, TimePoint expiring_before) const
+{
+    return read([&](Connection& db) {
+        auto& stmt = db.prepare(
+            "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'active'), "
+            "count(*) FILTER (WHERE state = 'active' AND expires_at <= ?2) "
+            "FROM exemptions WHERE state IN ('pending', 'active') AND expires_at > ?1");
+        stmt.bind(1, seconds_of(now)).bind(2, seconds_of(expiring_before)).step();
+        return ExemptionCounts{stmt.integer(0), stmt.integer(1), stmt.integer(2)};
     });
 }
 

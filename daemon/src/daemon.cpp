@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -102,7 +103,7 @@ void sweep(Router const& router)
 class Checkpointer {
 public:
     Checkpointer(DaemonConfig const& config, PkeyPtr key, Store const& store)
-        : file_(config.checkpoint_file), interval_(config.checkpoint_interval), key_(std::move(key)), store_(store)
+        : file_(config.checkpoint_file), key_(std::move(key)), store_(store)
     {
     }
 
@@ -110,30 +111,34 @@ public:
     // that would hide the damage.
     void halt() { halted_ = true; }
 
-    // Writes a checkpoint when `force` or when the interval has passed. Called from one thread.
-    void tick(bool force)
+    // Signs and appends a checkpoint of the current head. Called from one thread.
+    void write()
     {
         if (halted_) return;
         auto const now = system_now();
-        if (!force && now - last_ < interval_) return;
         auto head = store_.audit_head();
         if (!head) return spdlog::error("event=checkpoint_failed reason=\"{}\"", head.error().message());
         auto checkpoint = sign_checkpoint(key_.get(), head->first, head->second, now);
         if (!checkpoint) return spdlog::error("event=checkpoint_failed reason=\"{}\"", checkpoint.error());
         if (auto written = append_checkpoint(file_, *checkpoint); !written)
             return spdlog::error("event=checkpoint_failed reason=\"{}\"", written.error());
-        last_ = now;
         spdlog::info("event=audit_checkpoint {}", checkpoint_to_line(*checkpoint));
     }
 
 private:
     std::string file_;
-    std::chrono::seconds interval_;
     PkeyPtr key_;
     Store const& store_;
-    TimePoint last_{};
     bool halted_ = false;
 };
+
+// Half the WatchdogSec that systemd asks for, or nullopt when no watchdog is on.
+std::optional<std::chrono::milliseconds> watchdog_interval()
+{
+    std::uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return std::nullopt;
+    return std::max(std::chrono::milliseconds{1}, std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::microseconds{usec / 2}));
+}
 
 int thread_count(DaemonConfig const& config)
 {
@@ -170,7 +175,7 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     }
     spdlog::info("event=policy_loaded version={} source={}", policy->version, policy->source);
     audit_policy_load(*store, *policy);
-    Metrics metrics;
+    Metrics metrics(store.get());
     Router router(std::make_shared<Policy const>(std::move(*policy)), *store, metrics);
     if (!load_agreement_verifier(*config, router)) return 1;
     ServerOptions options;
@@ -193,21 +198,25 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     // Checkpoints are signed with the TLS key by default, so the server certificate verifies them.
     router.set_checkpoints(config->checkpoint_file, std::shared_ptr<EVP_PKEY>(cert_key->release(), PkeyFree{}));
     Checkpointer checkpointer(*config, std::move(*key), *store);
-    options.on_tick = [&] {
-        sweep(router);
-        checkpointer.tick(false);
-    };
-    options.tick_interval = std::min(config->sweep_interval, config->checkpoint_interval);
+    options.periodic.push_back({config->sweep_interval, [&] { sweep(router); }});
+    options.periodic.push_back({config->checkpoint_interval, [&] { checkpointer.write(); }});
+    if (auto const interval = watchdog_interval()) options.periodic.push_back({*interval, [] { sd_notify(0, "WATCHDOG=1"); }});
     if (auto problem = router.checkpoint_problem(); !problem || *problem) {
         spdlog::critical("event=audit_checkpoint_mismatch reason=\"{}\" effect=\"no new checkpoints until investigated\"",
                          problem ? **problem : problem.error().message());
         checkpointer.halt();
     }
     sweep(router);
-    checkpointer.tick(true);
+    checkpointer.write();
     Server server(std::move(options), std::move(*tls), router, metrics);
     server.run();
-    checkpointer.tick(true);
+    // Stopping already: a second SIGTERM must not cut the final checkpoint (or exit with 143
+    // once the server's handlers are gone). Only this thread is left, so blocking is enough.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    for (int const s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop_signals, s);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    checkpointer.write();
     spdlog::info("event=stopped");
     return 0;
 }

@@ -15,32 +15,6 @@ namespace exemptd::daemon {
 
 namespace {
 
-enum class Action {
-    checkin,
-    device_list,
-    device_show,
-    device_decision,
-    device_enrollment,
-    exemption_request,
-    exemption_list,
-    exemption_show,
-    exemption_change,
-    device_explain,
-    agreement_upload,
-    agreement_show,
-    audit_list,
-    audit_verify,
-};
-
-// A request line resolved to an action, with the id it names (device or exemption), the
-// life-cycle verb for exemption changes, and the query string.
-struct Route {
-    Action action;
-    std::string id;
-    std::string_view query;
-    std::string_view verb;
-};
-
 HttpResponse json_response(int status, boost::json::value const& body)
 {
     return {status, boost::json::serialize(body)};
@@ -86,7 +60,7 @@ boost::system::result<Route, ApiError> resolve_device(std::string_view method,
     }
     if (parts[3] == "explain") {
         if (method != "GET") return method_not_allowed();
-        return Route{Action::device_explain, id, query, {}};
+        return Route{Action::device_explain, id, std::string(query), {}};
     }
     if (parts[3] == "enrollment") {
         if (method != "PUT") return method_not_allowed();
@@ -107,8 +81,8 @@ boost::system::result<Route, ApiError> resolve_exemption(std::string_view method
                                                          std::string_view query)
 {
     if (parts.size() == 2) {
-        if (method == "POST") return Route{Action::exemption_request, {}, query, {}};
-        if (method == "GET") return Route{Action::exemption_list, {}, query, {}};
+        if (method == "POST") return Route{Action::exemption_request, {}, std::string(query), {}};
+        if (method == "GET") return Route{Action::exemption_list, {}, std::string(query), {}};
         return method_not_allowed();
     }
     if (!is_exemption_id(parts[2])) return api_error(404, "not_found", "No exemption " + std::string(parts[2]) + " exists.");
@@ -118,10 +92,10 @@ boost::system::result<Route, ApiError> resolve_exemption(std::string_view method
         return Route{Action::exemption_show, id, {}, {}};
     }
     static constexpr std::string_view kVerbs[] = {"approve", "reject", "renew", "review", "revoke"};
-    if (parts.size() != 4 || std::find(std::begin(kVerbs), std::end(kVerbs), parts[3]) == std::end(kVerbs))
-        return unknown_route();
+    auto const* verb = parts.size() == 4 ? std::find(std::begin(kVerbs), std::end(kVerbs), parts[3]) : std::end(kVerbs);
+    if (verb == std::end(kVerbs)) return unknown_route();
     if (method != "POST") return method_not_allowed();
-    return Route{Action::exemption_change, id, {}, parts[3]};
+    return Route{Action::exemption_change, id, {}, *verb};
 }
 
 boost::system::result<Route, ApiError> resolve(std::string_view method, std::string_view target)
@@ -133,27 +107,27 @@ boost::system::result<Route, ApiError> resolve(std::string_view method, std::str
     if (parts.size() < 2 || parts[0] != "v1") return unknown_route();
     if (parts[1] == "checkin" && parts.size() == 2) {
         if (method != "POST") return method_not_allowed();
-        return Route{Action::checkin, {}, query, {}};
+        return Route{Action::checkin, {}, std::string(query), {}};
     }
     if (parts[1] == "exemptions" && parts.size() <= 4) return resolve_exemption(method, parts, query);
     if (parts[1] == "agreements" && parts.size() <= 3) {
         if (parts.size() == 2) {
             if (method != "POST") return method_not_allowed();
-            return Route{Action::agreement_upload, {}, query, {}};
+            return Route{Action::agreement_upload, {}, std::string(query), {}};
         }
         if (method != "GET") return method_not_allowed();
-        return Route{Action::agreement_show, std::string(parts[2]), query, {}};
+        return Route{Action::agreement_show, std::string(parts[2]), std::string(query), {}};
     }
     if (parts[1] == "audit" && parts.size() <= 3) {
         if (method != "GET") return method_not_allowed();
-        if (parts.size() == 2) return Route{Action::audit_list, {}, query, {}};
-        if (parts[2] == "verify") return Route{Action::audit_verify, {}, query, {}};
+        if (parts.size() == 2) return Route{Action::audit_list, {}, std::string(query), {}};
+        if (parts[2] == "verify") return Route{Action::audit_verify, {}, std::string(query), {}};
         return unknown_route();
     }
     if (parts[1] != "devices") return unknown_route();
     if (parts.size() == 2) {
         if (method != "GET") return method_not_allowed();
-        return Route{Action::device_list, {}, query, {}};
+        return Route{Action::device_list, {}, std::string(query), {}};
     }
     return resolve_device(method, parts, query);
 }
@@ -266,6 +240,27 @@ bool looks_like_email(std::string_view s)
 
 }  // namespace
 
+std::string_view action_name(Action action) noexcept
+{
+    switch (action) {
+    case Action::checkin: return "checkin";
+    case Action::device_list: return "device_list";
+    case Action::device_show: return "device_show";
+    case Action::device_decision: return "device_decision";
+    case Action::device_enrollment: return "device_enrollment";
+    case Action::device_explain: return "device_explain";
+    case Action::exemption_request: return "exemption_request";
+    case Action::exemption_list: return "exemption_list";
+    case Action::exemption_show: return "exemption_show";
+    case Action::exemption_change: return "exemption_change";
+    case Action::agreement_upload: return "agreement_upload";
+    case Action::agreement_show: return "agreement_show";
+    case Action::audit_list: return "audit_list";
+    case Action::audit_verify: return "audit_verify";
+    }
+    return "unknown";
+}
+
 HttpResponse error_response(ApiError const& error)
 {
     return json_response(error.status, {{"error", {{"code", error.code}, {"message", error.message}}}});
@@ -286,56 +281,57 @@ std::shared_ptr<Policy const> Router::policy() const
     return policy_.load();
 }
 
-std::optional<HttpResponse> Router::precheck(ClientId const& client, std::string_view method,
-                                             std::string_view target) const
+boost::system::result<Route, ApiError> Router::admit(ClientId const& client, std::string_view method,
+                                                     std::string_view target) const
 {
-    auto const route = resolve(method, target);
-    if (!route) return error_response(route.error());
-    if (auto const denied = authorize(client, *route)) return error_response(*denied);
-    return std::nullopt;
+    auto route = resolve(method, target);
+    if (!route) return route.error();
+    if (auto denied = authorize(client, *route)) return std::move(*denied);
+    return route;
+}
+
+HttpResponse Router::handle(ClientId const& client, Route const& route, std::string const& body) const
+{
+    try {
+        return dispatch(client, route, body);
+    } catch (std::exception const& e) {
+        // A bug, not a client error: answer 500 and keep serving.
+        spdlog::error("event=handler_failed route={} reason=\"{}\"", action_name(route.action), e.what());
+        return error_response(api_error(500, "internal_error", "The daemon failed to handle the request."));
+    }
 }
 
 HttpResponse Router::handle(ClientId const& client, HttpRequest const& request) const
 {
-    HttpResponse response;
-    try {
-        response = dispatch(client, request);
-    } catch (std::exception const& e) {
-        // A bug, not a client error: answer 500 and keep serving.
-        spdlog::error("event=handler_failed target=\"{}\" reason=\"{}\"", request.target, e.what());
-        response = error_response(api_error(500, "internal_error", "The daemon failed to handle the request."));
-    }
-    metrics_.count_response(response.status);
-    return response;
+    auto const route = admit(client, request.method, request.target);
+    if (!route) return error_response(route.error());
+    return handle(client, *route, request.body);
 }
 
-HttpResponse Router::dispatch(ClientId const& client, HttpRequest const& request) const
+HttpResponse Router::dispatch(ClientId const& client, Route const& route, std::string const& body) const
 {
-    auto const route = resolve(request.method, request.target);
-    if (!route) return error_response(route.error());
-    if (auto const denied = authorize(client, *route)) return error_response(*denied);
-    switch (route->action) {
-    case Action::checkin: return checkin(client, request);
-    case Action::device_list: return device_list(route->query);
-    case Action::device_show: return device_show(route->id);
-    case Action::device_decision: return device_decision(route->id);
-    case Action::device_enrollment: return put_enrollment(client, route->id, request.body);
-    case Action::exemption_request: return exemption_request(client, request.body);
-    case Action::exemption_list: return exemption_list(route->query);
-    case Action::exemption_show: return exemption_show(route->id);
-    case Action::exemption_change: return exemption_change(client, route->id, route->verb, request.body);
-    case Action::device_explain: return device_explain(route->id, route->query);
-    case Action::agreement_upload: return agreement_upload(client, request.body);
-    case Action::agreement_show: return agreement_show(route->id);
-    case Action::audit_list: return audit_list(route->query);
+    switch (route.action) {
+    case Action::checkin: return checkin(client, body);
+    case Action::device_list: return device_list(route.query);
+    case Action::device_show: return device_show(route.id);
+    case Action::device_decision: return device_decision(route.id);
+    case Action::device_enrollment: return put_enrollment(client, route.id, body);
+    case Action::exemption_request: return exemption_request(client, body);
+    case Action::exemption_list: return exemption_list(route.query);
+    case Action::exemption_show: return exemption_show(route.id);
+    case Action::exemption_change: return exemption_change(client, route.id, route.verb, body);
+    case Action::device_explain: return device_explain(route.id, route.query);
+    case Action::agreement_upload: return agreement_upload(client, body);
+    case Action::agreement_show: return agreement_show(route.id);
+    case Action::audit_list: return audit_list(route.query);
     case Action::audit_verify: return audit_verify();
     }
     return error_response(unknown_route());
 }
 
-HttpResponse Router::checkin(ClientId const& client, HttpRequest const& request) const
+HttpResponse Router::checkin(ClientId const& client, std::string const& body) const
 {
-    auto report = decode_posture(request.body);
+    auto report = decode_posture(body);
     if (!report) return error_response(report.error());
     if (report->device_id != client.device_id)
         return error_response(forbidden("The report's device_id is not the device in the client certificate."));
@@ -650,6 +646,7 @@ HttpResponse Router::agreement_upload(ClientId const& client, std::string const&
     if (reader.error()) return error_response(*reader.error());
     auto const now = clock_();
     auto const verification = verifier->verify(*document, *signature, *policy_.load(), now);
+    metrics_.count_agreement_verification(verification.ok ? "verified" : verification.reason);
     if (!verification.ok) {
         boost::json::object const details{{"reason", verification.reason}, {"document_sha256", sha256_hex(*document)},
                                           {"signer_email", verification.signer_email}};

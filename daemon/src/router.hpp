@@ -11,6 +11,7 @@
 #include "exemptd/time.hpp"
 #include "http_types.hpp"
 #include "metrics.hpp"
+#include "routes.hpp"
 
 #include <atomic>
 #include <memory>
@@ -25,12 +26,16 @@ public:
     Router(Router const&) = delete;
     Router& operator=(Router const&) = delete;
 
-    // Decides from the request line alone whether the caller may make this request: an error
-    // response (403, 404, 405) to send without reading the body, or nullopt to go on. Thread-safe.
-    [[nodiscard]] std::optional<HttpResponse> precheck(ClientId const& client, std::string_view method,
-                                                       std::string_view target) const;
+    // Resolves a request line and decides from it alone whether the caller may make the request:
+    // the route to serve, or the refusal (400, 403, 404, 405) to send without reading the body.
+    // Thread-safe.
+    [[nodiscard]] boost::system::result<Route, ApiError> admit(ClientId const& client, std::string_view method,
+                                                               std::string_view target) const;
 
-    // Answers one request. Never throws; every failure is an error response. Thread-safe.
+    // Answers an admitted request. Never throws; every failure is an error response. Thread-safe.
+    [[nodiscard]] HttpResponse handle(ClientId const& client, Route const& route, std::string const& body) const;
+
+    // admit() then handle(), for callers that hold the whole request. Thread-safe.
     [[nodiscard]] HttpResponse handle(ClientId const& client, HttpRequest const& request) const;
 
     // Replaces the agreement verifier (CA and CRL) used by later uploads; without one, uploads
@@ -65,8 +70,8 @@ public:
     [[nodiscard]] Result<SweepResult> sweep() const;
 
 private:
-    [[nodiscard]] HttpResponse dispatch(ClientId const& client, HttpRequest const& request) const;
-    [[nodiscard]] HttpResponse checkin(ClientId const& client, HttpRequest const& request) const;
+    [[nodiscard]] HttpResponse dispatch(ClientId const& client, Route const& route, std::string const& body) const;
+    [[nodiscard]] HttpResponse checkin(ClientId const& client, std::string const& body) const;
     [[nodiscard]] HttpResponse device_decision(std::string const& device_id) const;
     [[nodiscard]] HttpResponse device_show(std::string const& device_id) const;
     [[nodiscard]] HttpResponse device_list(std::string_view query) const;

@@ -63,6 +63,27 @@ std::string certificate_subject(SSL* ssl)
     return buffer;
 }
 
+// Sorts a failed handshake for the metrics: the certificate check's verdict first, then how
+// the connection failed.
+HandshakeFailure classify_handshake_failure(SSL* ssl, boost::system::error_code const& ec)
+{
+    if (ec == beast::error::timeout) return HandshakeFailure::timeout;
+    switch (SSL_get_verify_result(ssl)) {
+    case X509_V_OK: break;
+    case X509_V_ERR_CERT_REVOKED: return HandshakeFailure::certificate_revoked;
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID: return HandshakeFailure::certificate_expired;
+    default: return HandshakeFailure::untrusted_certificate;
+    }
+    if (ec.category() == net::error::get_ssl_category() &&
+        ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
+        return HandshakeFailure::no_certificate;
+    if (ec == net::error::eof || ec == ssl::error::stream_truncated || ec == net::error::connection_reset ||
+        ec == net::error::broken_pipe)
+        return HandshakeFailure::connection_closed;
+    return HandshakeFailure::protocol_error;
+}
+
 Response to_beast(HttpResponse const& r, unsigned version, bool keep_alive)
 {
     Response res{static_cast<http::status>(r.status), version};
@@ -115,7 +136,7 @@ struct Server::Impl {
     net::awaitable<void> accept_metrics();
     net::awaitable<void> wait_for_sessions();
     net::awaitable<void> handle_signals();
-    net::awaitable<void> tick();
+    net::awaitable<void> repeat(PeriodicTask const& task);
     net::awaitable<void> run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls_ctx);
     net::awaitable<void> serve_requests(TlsStream& stream, Worker::Slot& slot, ClientId const& client);
     net::awaitable<void> run_metrics_session(tcp::socket socket);
@@ -233,13 +254,14 @@ net::awaitable<void> Server::Impl::run_session(Worker& worker, tcp::socket socke
 
     lowest.expires_after(options.limits.handshake_timeout);
     if (auto [ec] = co_await stream.async_handshake(ssl::stream_base::server); ec) {
-        metrics.count_handshake_failure();
+        metrics.count_handshake_failure(classify_handshake_failure(stream.native_handle(), ec));
         spdlog::info("event=handshake_failed peer={} reason=\"{}\"", peer, ec.message());
         co_return;
     }
     auto const subject = certificate_subject(stream.native_handle());
     auto const client = identity_from_certificate(SSL_get0_peer_certificate(stream.native_handle()));
     if (!client) {
+        metrics.count_handshake_failure(HandshakeFailure::invalid_identity);
         spdlog::warn("event=client_refused peer={} subject=\"{}\" reason=\"certificate carries no valid exemptd identity\"",
                      peer, subject);
         co_return;
@@ -272,14 +294,20 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
             refusal = error_response(api_error(400, "bad_request", "The request is not valid HTTP/1.1."));
         else if (hec)
             break;  // timeout or connection failure: nothing to answer
+        auto const started = std::chrono::steady_clock::now();
         auto& header = parser.get();
-        if (!refusal) refusal = router.precheck(client, header.method_string(), header.target());
+        std::optional<Route> route;
+        if (!refusal) {
+            auto admitted = router.admit(client, header.method_string(), header.target());
+            if (admitted) route = std::move(*admitted);
+            else refusal = error_response(admitted.error());
+        }
         if (refusal) {
             // The body (if any) stays unread, so the connection cannot carry another request.
             auto res = to_beast(*refusal, hec ? 11 : header.version(), false);
             lowest.expires_after(limits.request_timeout);
             co_await http::async_write(stream, res);
-            metrics.count_response(refusal->status);
+            metrics.observe_request(std::nullopt, refusal->status, std::chrono::steady_clock::now() - started);
             co_await drain_and_close(lowest, limits.max_body_bytes);
             co_return;
         }
@@ -297,11 +325,11 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
         } else if (bec) {
             break;
         } else {
-            answer = router.handle(client, HttpRequest{std::string(header.method_string()), std::string(header.target()),
-                                                       std::move(parser.get().body())});
+            answer = router.handle(client, *route, parser.get().body());
         }
         auto res = to_beast(answer, header.version(), keep_alive);
         auto [wec, wn] = co_await http::async_write(stream, res);
+        metrics.observe_request(route->action, answer.status, std::chrono::steady_clock::now() - started);
         if (wec || !keep_alive) break;
     }
     lowest.expires_after(kShutdownTimeout);
@@ -364,14 +392,14 @@ net::awaitable<void> Server::Impl::handle_signals()
     }
 }
 
-net::awaitable<void> Server::Impl::tick()
+net::awaitable<void> Server::Impl::repeat(PeriodicTask const& task)
 {
     net::steady_timer timer{workers[0]->ioc};
     while (!stopping) {
-        timer.expires_after(options.tick_interval);
+        timer.expires_after(task.every);
         auto [ec] = co_await timer.async_wait(Token{});
         if (ec || stopping) break;
-        options.on_tick();
+        task.run();
     }
 }
 
@@ -432,7 +460,7 @@ void Server::run()
     net::co_spawn(main_ioc, impl_->accept_api(), log_if_thrown("api acceptor"));
     net::co_spawn(main_ioc, impl_->accept_metrics(), log_if_thrown("metrics acceptor"));
     net::co_spawn(main_ioc, impl_->handle_signals(), log_if_thrown("signals"));
-    if (impl_->options.on_tick) net::co_spawn(main_ioc, impl_->tick(), log_if_thrown("tick"));
+    for (auto const& task : impl_->options.periodic) net::co_spawn(main_ioc, impl_->repeat(task), log_if_thrown("periodic"));
     std::vector<std::jthread> threads;
     for (std::size_t i = 1; i < impl_->workers.size(); ++i)
         threads.emplace_back([w = impl_->workers[i].get()] { w->ioc.run(); });

@@ -8,11 +8,19 @@
 
 #include <functional>
 #include <memory>
+#include <vector>
 
 namespace exemptd::daemon {
 
 class Router;
 class Metrics;
+
+// Work the server runs every `every` on its first I/O thread while serving (the sweeper, audit
+// checkpoints, the systemd watchdog): a stalled I/O loop also stalls these.
+struct PeriodicTask {
+    std::chrono::milliseconds every;
+    std::function<void()> run;
+};
 
 struct ServerOptions {
     Endpoint listen;
@@ -27,9 +35,7 @@ struct ServerOptions {
     std::function<SslCtxPtr()> on_reload;
     // Called on SIGTERM/SIGINT before the listeners close.
     std::function<void()> on_stopping;
-    // Called every `tick_interval` from an I/O thread while serving (the exemption sweeper).
-    std::function<void()> on_tick;
-    std::chrono::seconds tick_interval{60};
+    std::vector<PeriodicTask> periodic;
 };
 
 class Server {

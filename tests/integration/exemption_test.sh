@@ -117,6 +117,16 @@ assert_time_plus() {
     assert_json "$3" "$(rfc3339_of $(($(epoch_of "$base") + $2 * kDay)))" "$json"
 }
 
+# assert_client_time_plus BASE_PATH DAYS PATH JSON — as assert_time_plus for a time exemptctl
+# computed (--expires-in) from its own clock, which may read up to a second before the server's.
+assert_client_time_plus() {
+    local base at
+    base="$(epoch_of "$(jget "$4" "$1")")" || fail "no $1 in $(printf '%.400s' "$4")"
+    at="$(epoch_of "$(jget "$4" "$3")")" || fail "no $3 in $(printf '%.400s' "$4")"
+    local off=$((at - base - $2 * kDay))
+    ((off >= -1 && off <= 0)) || fail "$3 should be $1 + $2 days, is $off s off: $(printf '%.400s' "$4")"
+}
+
 # assert_line ERE WHAT — one whole line of exemptctl's output matches ERE.
 assert_line() {
     [[ "$CTL_OUT" =~ (^|$'\n')$1($'\n'|$) ]] \
@@ -384,7 +394,7 @@ case_exemptctl_request_approve_show() {
     assert_json .mitigations[1] "Weekly malware scan" "$EX_JSON"
     assert_json .compensating_controls[0] ENC-01 "$EX_JSON"
     assert_json .evidence TICKET-42 "$EX_JSON"
-    assert_time_plus .requested_at 30 .expires_at "$EX_JSON"   # --expires-in counts from now
+    assert_client_time_plus .requested_at 30 .expires_at "$EX_JSON"   # --expires-in counts from now
 
     ctl it-manager exemption approve "$id" --note "ok until the driver ships" --json
     assert_ctl 0
@@ -583,7 +593,7 @@ case_renewals_are_capped_by_max_renewals() {
     exemption_json "$id"
     assert_json .renewals[1].by ciso@example.com "$EX_JSON"
     assert_json .renewals[1].previous_expires_at "$second_expiry" "$EX_JSON"
-    assert_time_plus .renewals[1].at 30 .expires_at "$EX_JSON"
+    assert_client_time_plus .renewals[1].at 30 .expires_at "$EX_JSON"
 
     register
     refused_change ciso "$id" renew "{\"expires_at\": \"$(now_rfc3339 $((40 * kDay)))\"}" 422 max_renewals_reached

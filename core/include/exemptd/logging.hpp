@@ -1,5 +1,5 @@
 #pragma once
-// Logging set-up: spdlog to stderr, which systemd sends to the journal.
+// Logging set-up: spdlog to stderr in key=value form, which systemd sends to the journal.
 
 #include <string>
 

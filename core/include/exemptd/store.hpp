@@ -8,6 +8,7 @@
 #include "exemptd/error.hpp"
 #include "exemptd/evaluator.hpp"
 #include "exemptd/exemption.hpp"
+#include "exemptd/histogram.hpp"
 #include "exemptd/posture.hpp"
 #include "exemptd/time.hpp"
 
@@ -57,6 +58,13 @@ struct ExemptionQuery {
     std::optional<ExemptionState> state;          // the effective state at `now`
     std::optional<TimePoint> expiring_before;     // active and expiring at or before this time
     TimePoint now{};
+};
+
+// The register's open exemptions by effective state, for monitoring.
+struct ExemptionCounts {
+    std::int64_t pending = 0;
+    std::int64_t active = 0;
+    std::int64_t expiring = 0;  // active and expiring at or before the given instant
 };
 
 // What a sweep did.
@@ -142,6 +150,13 @@ public:
 
     // The device, or Errc::not_found. Thread-safe.
     [[nodiscard]] virtual Result<DeviceRecord> get_device(std::string const& device_id) const = 0;
+
+    // Pending and active exemptions at `now`, and the active ones expiring by `expiring_before`.
+    // Thread-safe.
+    [[nodiscard]] virtual Result<ExemptionCounts> exemption_counts(TimePoint now, TimePoint expiring_before) const = 0;
+
+    // How long durable commits take (one per group of writes). Thread-safe.
+    [[nodiscard]] virtual LatencyHistogram const& commit_latency() const = 0;
 
     // Devices matching `query`, ordered by id. Thread-safe.
     [[nodiscard]] virtual Result<std::vector<DeviceRecord>> list_devices(DeviceQuery const& query) const = 0;
