@@ -347,7 +347,8 @@ struct Stats {
     std::map<std::string, std::uint64_t> by_basis;
     std::map<std::string, std::uint64_t> errors;  // by kind: connect, tls, io, timeout, http_NNN, basis…
     std::vector<std::uint32_t> latency_us;
-    std::uint64_t handshakes = 0, resumed = 0, idle_closed = 0, retries = 0, missed = 0, late_starts = 0;
+    std::uint64_t handshakes = 0, resumed = 0, idle_closed = 0, retries = 0, late_starts = 0;
+    std::uint64_t missed = 0;  // fleet: answered after the next check-in was due, or not at all
 
     void error(std::string const& kind) { ++errors[kind]; }
     [[nodiscard]] std::uint64_t error_total() const
@@ -496,8 +497,8 @@ public:
     virtual bool next(Conn& conn, Clock::time_point now) = 0;
     // A complete answer; returns what to do next (for wait, conn.scheduled_at is the time).
     virtual After answered(Conn& conn, Clock::time_point now, Stats& stats) = 0;
-    // The request failed (already counted); returns what to do next.
-    virtual After failed(Conn& conn, Clock::time_point now) = 0;
+    // The request failed (already counted as an error); returns what to do next.
+    virtual After failed(Conn& conn, Clock::time_point now, Stats& stats) = 0;
 };
 
 struct Target {
@@ -795,7 +796,7 @@ private:
         stats_.error(kind);
         c.retried = false;
         auto const now = Clock::now();
-        switch (driver_.failed(c, now)) {
+        switch (driver_.failed(c, now, stats_)) {
         case After::send_next:
         case After::reconnect:  // not at once: a refusing server would spin the loop
             c.state = Conn::State::waiting;
@@ -974,10 +975,13 @@ public:
         return c.scheduled_at >= s_.stop ? After::close : After::wait;
     }
 
-    After failed(Conn& c, Clock::time_point now) override
+    After failed(Conn& c, Clock::time_point now, Stats& stats) override
     {
         if (s_.options.mode != Mode::fleet) return now >= s_.stop ? After::close : After::reconnect;
-        c.scheduled_at += std::chrono::duration_cast<Clock::duration>(Seconds(s_.options.interval));
+        ++stats.missed;  // a check-in that got no answer missed its deadline too
+        auto const interval = std::chrono::duration_cast<Clock::duration>(Seconds(s_.options.interval));
+        c.scheduled_at += interval;
+        while (c.scheduled_at < now) c.scheduled_at += interval;
         return c.scheduled_at >= s_.stop ? After::close : After::wait;
     }
 
@@ -1053,7 +1057,7 @@ public:
         return After::send_next;
     }
 
-    After failed(Conn&, Clock::time_point) override { return After::reconnect; }
+    After failed(Conn&, Clock::time_point, Stats&) override { return After::reconnect; }
 
 private:
     SeedShared& s_;
