@@ -207,11 +207,15 @@ measure() {
     echo "=== $name $mode" >&2
     cpu0="$(cpu_seconds "$pid")"
     if [[ "$PERF" == 1 && "$name" == exemptd && "$mode" == keepalive ]]; then
-        perf record -g -o "$PERF_OUT" -p "$pid" -- sleep "$DURATION" >/dev/null 2>&1 &
+        perf record -g -o "$PERF_OUT" -p "$pid" >/dev/null 2>&1 &
         perf_pid=$!
     fi
     out="$(loadgen "$port" "$mode" --duration "$DURATION" "$@")" || rc=$?
-    [[ -z "$perf_pid" ]] || wait "$perf_pid" || true
+    if [[ -n "$perf_pid" ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" || true
+        echo "perf data of exemptd during the keep-alive run (and the loadgen's certificate set-up): $PERF_OUT" >&2
+    fi
     cpu1="$(cpu_seconds "$pid")"
     printf '%s\n' "$out" >&2
     result="$(grep '^result ' <<<"$out" | tail -1)"
