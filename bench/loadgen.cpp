@@ -51,6 +51,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -349,6 +350,7 @@ struct Stats {
     std::vector<std::uint32_t> latency_us;
     std::uint64_t handshakes = 0, resumed = 0, idle_closed = 0, retries = 0, late_starts = 0;
     std::uint64_t missed = 0;  // fleet: answered after the next check-in was due, or not at all
+    std::uint64_t clock_backwards = 0;  // latencies below zero, recorded as 0
 
     void error(std::string const& kind) { ++errors[kind]; }
     [[nodiscard]] std::uint64_t error_total() const
@@ -369,6 +371,7 @@ struct Stats {
         retries += other.retries;
         missed += other.missed;
         late_starts += other.late_starts;
+        clock_backwards += other.clock_backwards;
     }
 };
 
@@ -992,7 +995,12 @@ private:
         auto const from = o.mode == Mode::fleet ? c.scheduled_at
                           : o.mode == Mode::keepalive ? c.sent_at
                                                       : c.connect_at;
-        stats.latency_us.push_back(std::uint32_t(std::chrono::duration_cast<std::chrono::microseconds>(now - from).count()));
+        auto micros = std::chrono::duration_cast<std::chrono::microseconds>(now - from).count();
+        if (micros < 0) {  // seen on this VM: steady_clock a few µs behind after a CPU migration
+            ++stats.clock_backwards;
+            micros = 0;
+        }
+        stats.latency_us.push_back(std::uint32_t(std::min<std::int64_t>(micros, UINT32_MAX)));
         ++stats.by_status[c.in.status()];
         if (c.in.status() != 200) return stats.error("http_" + std::to_string(c.in.status()));
         auto basis = c.in.json_string("basis");
@@ -1209,6 +1217,8 @@ void report(Options const& o, RunResult& r)
     std::printf("latency ms: p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n", percentile_ms(s.latency_us, 50),
                 percentile_ms(s.latency_us, 90), percentile_ms(s.latency_us, 99), percentile_ms(s.latency_us, 99.9),
                 percentile_ms(s.latency_us, 100));
+    if (s.clock_backwards != 0)
+        std::printf("warning: %" PRIu64 " latencies were negative (steady_clock went back), counted as 0\n", s.clock_backwards);
     std::printf("result mode=%s requests=%zu seconds=%.3f rps=%.1f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f errors=%" PRIu64
                 " handshakes=%" PRIu64 " resumed=%.3f missed=%" PRIu64 " cpu_s=%.2f\n",
                 mode_name(o.mode), s.latency_us.size(), r.seconds, rps, percentile_ms(s.latency_us, 50),
