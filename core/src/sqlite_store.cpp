@@ -127,6 +127,21 @@ int schema_version(Connection& db)
     return stmt.step() ? static_cast<int>(stmt.integer(0)) : 0;
 }
 
+// A corrupt database must not be served: answers read from it would be wrong and writes could
+// spread the damage. quick_check reads every page once (O(N), see README "Crash safety") but
+// skips the index-content cross-check of integrity_check. Throws Failure (SQLITE_CORRUPT) naming
+// the first problem.
+void check_not_corrupt(Connection& db)
+{
+    auto& stmt = db.prepare("PRAGMA quick_check(1)");
+    std::string first = stmt.step() ? stmt.text(0) : "quick_check returned nothing";
+    db.reset_all();
+    if (first == "ok") return;
+    // The problem may come after a "*** in database main ***" heading line.
+    if (first.starts_with("*** ") && first.find('\n') != std::string::npos) first.erase(0, first.find('\n') + 1);
+    throw sqlite::Failure{SQLITE_CORRUPT, first.substr(0, first.find('\n'))};
+}
+
 void migrate(Connection& db)
 {
     int const target = static_cast<int>(std::size(kMigrations));
@@ -420,6 +435,7 @@ public:
     explicit SqliteStore(std::string path) : path_(std::move(path)), writer_(path_)
     {
         configure(writer_);
+        check_not_corrupt(writer_);  // before a migration could write into a damaged file
         migrate(writer_);
     }
 
@@ -890,6 +906,9 @@ std::unique_ptr<Store> open_sqlite_store(std::string const& path)
         }
         return std::make_unique<SqliteStore>(path);
     } catch (sqlite::Failure const& f) {
+        int const primary = f.code & 0xff;
+        if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
+            throw std::runtime_error("database " + path + " is corrupt: " + f.message + "; restore from a backup");
         throw std::runtime_error("cannot open database " + path + ": " + f.message);
     }
 }
