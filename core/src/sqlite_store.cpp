@@ -468,6 +468,7 @@ public:
 private:
     bool write(std::function<bool(Connection&)> job);
     void commit_batch(std::deque<PendingWrite*> const& batch);
+    bool run_job(PendingWrite& pending);
     template <class F>
     auto read(F&& f) const -> Result<decltype(f(std::declval<Connection&>()))>;
 
@@ -506,37 +507,50 @@ bool SqliteStore::write(std::function<bool(Connection&)> job)
     return pending.committed;
 }
 
+// One transaction for the batch. A job that fails or asks to roll back undoes only its own
+// savepoint; a failure of the transaction itself (BEGIN, a savepoint, COMMIT, or SQLite rolling
+// the whole transaction back after SQLITE_FULL or SQLITE_IOERR) fails every job in the batch,
+// so that none is acknowledged unless all that it reports are committed.
 void SqliteStore::commit_batch(std::deque<PendingWrite*> const& batch)
 {
+    char const* stage = "begin";
     try {
         writer_.exec("BEGIN IMMEDIATE");
-    } catch (sqlite::Failure const& f) {
-        spdlog::error("event=write_failed stage=begin code={} reason=\"{}\"", f.code, f.message);
-        return;
-    }
-    for (auto* p : batch) {
-        writer_.exec("SAVEPOINT job");
-        bool keep = false;
-        try {
-            keep = p->job(writer_);
-        } catch (sqlite::Failure const& f) {
-            spdlog::error("event=write_failed stage=job code={} reason=\"{}\"", f.code, f.message);
-        } catch (std::exception const& e) {
-            // A bug in a job must not leave the transaction open or the queue without a leader.
-            spdlog::error("event=write_failed stage=job reason=\"{}\"", e.what());
-        }
-        writer_.reset_all();
-        if (!keep) writer_.exec("ROLLBACK TO job");
-        writer_.exec("RELEASE job");
-        p->committed = keep;
-    }
-    try {
+        stage = "job";
+        for (auto* p : batch) p->committed = run_job(*p);
+        stage = "commit";
         writer_.exec("COMMIT");
     } catch (sqlite::Failure const& f) {
-        spdlog::error("event=write_failed stage=commit code={} reason=\"{}\"", f.code, f.message);
-        sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+        spdlog::error("event=write_failed stage={} code={} reason=\"{}\"", stage, f.code, f.message);
+        writer_.reset_all();
+        if (sqlite3_get_autocommit(writer_.handle()) == 0)
+            sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
         for (auto* p : batch) p->committed = false;
     }
+}
+
+// Runs one job inside its own savepoint of the batch's transaction and returns whether it is
+// kept. Throws Failure when the transaction as a whole is lost.
+bool SqliteStore::run_job(PendingWrite& pending)
+{
+    writer_.exec("SAVEPOINT job");
+    bool keep = false;
+    try {
+        keep = pending.job(writer_);
+    } catch (sqlite::Failure const& f) {
+        spdlog::error("event=write_failed stage=job code={} reason=\"{}\"", f.code, f.message);
+    } catch (std::exception const& e) {
+        // A bug in a job must not leave the transaction open or the queue without a leader.
+        spdlog::error("event=write_failed stage=job reason=\"{}\"", e.what());
+    }
+    writer_.reset_all();
+    // SQLITE_FULL, SQLITE_IOERR and SQLITE_NOMEM may roll back the whole transaction, taking the
+    // jobs before this one with it; a later savepoint would then start a fresh transaction.
+    if (sqlite3_get_autocommit(writer_.handle()) != 0)
+        throw sqlite::Failure{SQLITE_ABORT_ROLLBACK, "SQLite rolled back the whole transaction"};
+    if (!keep) writer_.exec("ROLLBACK TO job");
+    writer_.exec("RELEASE job");
+    return keep;
 }
 
 // Runs `f` on an idle read connection (WAL lets readers run beside the writer).
