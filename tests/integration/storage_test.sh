@@ -19,6 +19,11 @@ request_exemption() {
 \"expires_at\": \"$(now_rfc3339 86400)\"}"
 }
 
+# stored DB TOKEN — how many exemptions have justification TOKEN.
+stored() {
+    db_count "$1" "SELECT count(*) FROM exemptions WHERE json_extract(record, '\$.justification') = '$2'"
+}
+
 # db_count DB SQL — one number from the database.
 db_count() {
     sqlite3 -batch "$1" "$2"
@@ -62,7 +67,8 @@ case_corrupt_database_is_refused() {
     head -c 48 /dev/zero | tr '\0' '\377' | dd of="$db" bs=1 seek=$(((mid - 1) * size)) conv=notrunc status=none
     start_daemon_expecting_failure "$dir"
     line="$(grep 'event=start_failed' "$dir/daemon.log" | tail -n 1)"
-    assert_match "$line" "level=critical event=start_failed reason=\"database $db is corrupt: .+; restore from a backup\"" \
+    assert_match "$line" \
+        "level=critical event=start_failed reason=\"database $db is corrupt: .+; restore from a backup\"" \
         "the start-up refusal"
     note "$line"
     # The damaged file was left as it was (no migration, no audit record written into it).
@@ -136,13 +142,11 @@ case_full_disk_is_503_and_recovers() {
     # Nothing refused was written; everything acknowledged was.
     local refused
     while read -r token; do
-        assert_eq 0 "$(db_count "$db" "SELECT count(*) FROM exemptions WHERE json_extract(record, '\$.justification') = '$token'")" \
-            "rows for the refused '$token'"
+        assert_eq 0 "$(stored "$db" "$token")" "rows for the refused '$token'"
     done <"$TEST_TMP/full.refused"
     if [[ -s "$TEST_TMP/full.acked" ]]; then
         while read -r token; do
-            assert_eq 1 "$(db_count "$db" "SELECT count(*) FROM exemptions WHERE json_extract(record, '\$.justification') = '$token'")" \
-                "rows for the acknowledged '$token'"
+            assert_eq 1 "$(stored "$db" "$token")" "rows for the acknowledged '$token'"
         done <"$TEST_TMP/full.acked"
     fi
     refused="$(grep -c 'event=write_failed' "$dir/daemon.log" || true)"
@@ -178,8 +182,7 @@ case_read_only_database_is_503() {
     trap - EXIT
     request_exemption "writable again"
     assert_status 201
-    assert_eq 0 "$(db_count "$db" "SELECT count(*) FROM exemptions WHERE json_extract(record, '\$.justification') = 'while read-only'")" \
-        "rows of the refused write"
+    assert_eq 0 "$(stored "$db" "while read-only")" "rows of the refused write"
     assert_eq 0 "$(db_count "$db" "SELECT count(*) FROM devices WHERE device_id = 'READONLY-1'")" "the refused enrollment"
     assert_consistent "$db"
     stop_daemon || exit 1
