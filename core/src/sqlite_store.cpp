@@ -127,6 +127,21 @@ int schema_version(Connection& db)
     return stmt.step() ? static_cast<int>(stmt.integer(0)) : 0;
 }
 
+// A corrupt database must not be served: answers read from it would be wrong and writes could
+// spread the damage. quick_check reads every page once (O(N), see README "Crash safety") but
+// skips the index-content cross-check of integrity_check. Throws Failure (SQLITE_CORRUPT) naming
+// the first problem.
+void check_not_corrupt(Connection& db)
+{
+    auto& stmt = db.prepare("PRAGMA quick_check(1)");
+    std::string first = stmt.step() ? stmt.text(0) : "quick_check returned nothing";
+    db.reset_all();
+    if (first == "ok") return;
+    // The problem may come after a "*** in database main ***" heading line.
+    if (first.starts_with("*** ") && first.find('\n') != std::string::npos) first.erase(0, first.find('\n') + 1);
+    throw sqlite::Failure{SQLITE_CORRUPT, first.substr(0, first.find('\n'))};
+}
+
 void migrate(Connection& db)
 {
     int const target = static_cast<int>(std::size(kMigrations));
@@ -420,6 +435,7 @@ public:
     explicit SqliteStore(std::string path) : path_(std::move(path)), writer_(path_)
     {
         configure(writer_);
+        check_not_corrupt(writer_);  // before a migration could write into a damaged file
         migrate(writer_);
     }
 
@@ -454,6 +470,7 @@ public:
 private:
     bool write(std::function<bool(Connection&)> job);
     void commit_batch(std::deque<PendingWrite*> const& batch);
+    bool run_job(PendingWrite& pending);
     template <class F>
     auto read(F&& f) const -> Result<decltype(f(std::declval<Connection&>()))>;
 
@@ -493,39 +510,52 @@ bool SqliteStore::write(std::function<bool(Connection&)> job)
     return pending.committed;
 }
 
+// One transaction for the batch. A job that fails or asks to roll back undoes only its own
+// savepoint; a failure of the transaction itself (BEGIN, a savepoint, COMMIT, or SQLite rolling
+// the whole transaction back after SQLITE_FULL or SQLITE_IOERR) fails every job in the batch,
+// so that none is acknowledged unless all that it reports are committed.
 void SqliteStore::commit_batch(std::deque<PendingWrite*> const& batch)
 {
     auto const started = std::chrono::steady_clock::now();
+    char const* stage = "begin";
     try {
         writer_.exec("BEGIN IMMEDIATE");
-    } catch (sqlite::Failure const& f) {
-        spdlog::error("event=write_failed stage=begin code={} reason=\"{}\"", f.code, f.message);
-        return;
-    }
-    for (auto* p : batch) {
-        writer_.exec("SAVEPOINT job");
-        bool keep = false;
-        try {
-            keep = p->job(writer_);
-        } catch (sqlite::Failure const& f) {
-            spdlog::error("event=write_failed stage=job code={} reason=\"{}\"", f.code, f.message);
-        } catch (std::exception const& e) {
-            // A bug in a job must not leave the transaction open or the queue without a leader.
-            spdlog::error("event=write_failed stage=job reason=\"{}\"", e.what());
-        }
-        writer_.reset_all();
-        if (!keep) writer_.exec("ROLLBACK TO job");
-        writer_.exec("RELEASE job");
-        p->committed = keep;
-    }
-    try {
+        stage = "job";
+        for (auto* p : batch) p->committed = run_job(*p);
+        stage = "commit";
         writer_.exec("COMMIT");
     } catch (sqlite::Failure const& f) {
-        spdlog::error("event=write_failed stage=commit code={} reason=\"{}\"", f.code, f.message);
-        sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+        spdlog::error("event=write_failed stage={} code={} reason=\"{}\"", stage, f.code, f.message);
+        writer_.reset_all();
+        if (sqlite3_get_autocommit(writer_.handle()) == 0)
+            sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
         for (auto* p : batch) p->committed = false;
     }
     commit_latency_.observe(std::chrono::steady_clock::now() - started);
+}
+
+// Runs one job inside its own savepoint of the batch's transaction and returns whether it is
+// kept. Throws Failure when the transaction as a whole is lost.
+bool SqliteStore::run_job(PendingWrite& pending)
+{
+    writer_.exec("SAVEPOINT job");
+    bool keep = false;
+    try {
+        keep = pending.job(writer_);
+    } catch (sqlite::Failure const& f) {
+        spdlog::error("event=write_failed stage=job code={} reason=\"{}\"", f.code, f.message);
+    } catch (std::exception const& e) {
+        // A bug in a job must not leave the transaction open or the queue without a leader.
+        spdlog::error("event=write_failed stage=job reason=\"{}\"", e.what());
+    }
+    writer_.reset_all();
+    // SQLITE_FULL, SQLITE_IOERR and SQLITE_NOMEM may roll back the whole transaction, taking the
+    // jobs before this one with it; a later savepoint would then start a fresh transaction.
+    if (sqlite3_get_autocommit(writer_.handle()) != 0)
+        throw sqlite::Failure{SQLITE_ABORT_ROLLBACK, "SQLite rolled back the whole transaction"};
+    if (!keep) writer_.exec("ROLLBACK TO job");
+    writer_.exec("RELEASE job");
+    return keep;
 }
 
 // Runs `f` on an idle read connection (WAL lets readers run beside the writer).
@@ -907,6 +937,9 @@ std::unique_ptr<Store> open_sqlite_store(std::string const& path)
         }
         return std::make_unique<SqliteStore>(path);
     } catch (sqlite::Failure const& f) {
+        int const primary = f.code & 0xff;
+        if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
+            throw std::runtime_error("database " + path + " is corrupt: " + f.message + "; restore from a backup");
         throw std::runtime_error("cannot open database " + path + ": " + f.message);
     }
 }

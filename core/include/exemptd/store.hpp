@@ -170,8 +170,8 @@ public:
                                                        TimePoint now, std::chrono::seconds nonce_ttl) = 0;
 };
 
-// Opens (creating and migrating as needed) a SQLite store at `path`; ":memory:" for tests.
-// Throws std::runtime_error with SQLite's message when the database cannot be opened or migrated.
+// Opens (creating and migrating as needed) a SQLite store at `path` (":memory:" for tests) after a quick_check.
+// Throws std::runtime_error: "database PATH is corrupt: <problem>; restore from a backup", else SQLite's message.
 [[nodiscard]] std::unique_ptr<Store> open_sqlite_store(std::string const& path);
 
 }  // namespace exemptd
