@@ -63,7 +63,7 @@ $listing"
 case_server_package_contents() {
     assert_paths "$SERVER_DEB" /usr/sbin/exemptd /usr/bin/exemptctl /etc/exemptd/exemptd.yaml \
         /etc/exemptd/policy.yaml /etc/exemptd/terms/byod-v3.txt /usr/lib/systemd/system/exemptd.service \
-        /usr/lib/sysusers.d/exemptd.conf /usr/lib/tmpfiles.d/exemptd.conf /usr/share/doc/exemptd/README.md
+        /usr/lib/sysusers.d/exemptd.conf /usr/lib/tmpfiles.d/exemptd.conf /usr/share/doc/exemptd/operations.md
     ! dpkg-deb -c "$SERVER_DEB" | grep -q 'exempt-agent' || fail "the exemptd package holds agent files"
 }
 
