@@ -6,7 +6,8 @@ BUILD_TYPE ?= RelWithDebInfo
 CMAKE_FLAGS ?=
 DEPS := g++ cmake make pkg-config git openssl curl sqlite3 ca-certificates \
         libboost1.81-dev libboost-json1.81-dev libssl-dev libsqlite3-dev libyaml-cpp-dev \
-        libspdlog-dev libcli11-dev libsystemd-dev catch2
+        libspdlog-dev libcli11-dev libsystemd-dev catch2 \
+        systemd dpkg-dev file
 
 .PHONY: deps build test run asan clean
 

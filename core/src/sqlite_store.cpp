@@ -8,13 +8,20 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 #include <stdexcept>
+#include <system_error>
 
 namespace exemptd {
 namespace {
@@ -466,6 +473,7 @@ public:
     LatencyHistogram const& commit_latency() const override { return commit_latency_; }
     ApiResult<Decision> check_in(PostureReport const& report, Evaluate const& evaluate, TimePoint now,
                                  std::chrono::seconds nonce_ttl) override;
+    Result<void> backup(std::string const& destination) const override;
 
 private:
     bool write(std::function<bool(Connection&)> job);
@@ -941,6 +949,109 @@ std::unique_ptr<Store> open_sqlite_store(std::string const& path)
         if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
             throw std::runtime_error("database " + path + " is corrupt: " + f.message + "; restore from a backup");
         throw std::runtime_error("cannot open database " + path + ": " + f.message);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Online backup.
+
+namespace {
+
+// fsync()s a file or folder; answers errno, 0 on success.
+int sync_path(std::string const& path, int flags)
+{
+    int const fd = ::open(path.c_str(), flags | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int const rc = ::fsync(fd) == 0 ? 0 : errno;
+    ::close(fd);
+    return rc;
+}
+
+// Copies the database behind `source` into the empty file `copy_path`, then switches the copy to
+// rollback-journal mode so that it is one self-contained file. Throws sqlite::Failure.
+void copy_database(sqlite3* source, std::string const& copy_path)
+{
+    Connection copy(copy_path);
+    sqlite3_backup* backup = sqlite3_backup_init(copy.handle(), "main", source, "main");
+    if (backup == nullptr) throw sqlite::Failure{sqlite3_extended_errcode(copy.handle()), sqlite3_errmsg(copy.handle())};
+    // One step holds one read transaction for the whole copy: a consistent snapshot.
+    int const rc = sqlite3_backup_step(backup, -1);
+    sqlite::check(copy.handle(), sqlite3_backup_finish(backup));
+    if (rc != SQLITE_DONE) throw sqlite::Failure{rc, sqlite3_errstr(rc)};
+    copy.exec("PRAGMA journal_mode=DELETE");
+}
+
+// Throws sqlite::Failure unless PRAGMA integrity_check finds the database at `path` sound.
+void check_integrity(std::string const& path)
+{
+    Connection copy(path);
+    auto& check = copy.prepare("PRAGMA integrity_check");
+    auto const verdict = check.step() ? check.text(0) : std::string("no answer");
+    if (verdict != "ok") throw sqlite::Failure{SQLITE_CORRUPT, "integrity_check of the copy: " + verdict};
+}
+
+// The steps of Store::backup on an open connection to the source.
+Result<void> backup_database(sqlite3* source, std::string const& destination)
+{
+    std::string tmp = destination + ".XXXXXX";
+    int const fd = ::mkstemp(tmp.data());  // 0600: the copy holds the whole register
+    if (fd < 0) {
+        int const err = errno;
+        spdlog::error("event=backup_failed destination=\"{}\" reason=\"cannot create {}: {}\"", destination, tmp,
+                      std::strerror(err));
+        return boost::system::error_code{err, boost::system::system_category()};
+    }
+    ::close(fd);
+    try {
+        copy_database(source, tmp);
+        check_integrity(tmp);
+        if (int const err = sync_path(tmp, O_RDONLY); err != 0)
+            throw std::system_error(err, std::generic_category(), "fsync " + tmp);
+        std::filesystem::rename(tmp, destination);
+        auto const folder = std::filesystem::path(destination).parent_path();
+        if (int const err = sync_path(folder.empty() ? "." : folder.string(), O_RDONLY | O_DIRECTORY); err != 0)
+            throw std::system_error(err, std::generic_category(), "fsync the folder of " + destination);
+        return {};
+    } catch (sqlite::Failure const& f) {
+        std::error_code ignored;
+        std::filesystem::remove(tmp, ignored);
+        spdlog::error("event=backup_failed destination=\"{}\" code={} reason=\"{}\"", destination, f.code, f.message);
+        return boost::system::error_code{f.code, sqlite_category()};
+    } catch (std::system_error const& e) {
+        std::error_code ignored;
+        std::filesystem::remove(tmp, ignored);
+        spdlog::error("event=backup_failed destination=\"{}\" reason=\"{}\"", destination, e.what());
+        return boost::system::error_code{e.code().value(), boost::system::system_category()};
+    }
+}
+
+}  // namespace
+
+Result<void> SqliteStore::backup(std::string const& destination) const
+{
+    Result<void> copied;
+    auto const ran = read([&](Connection& db) {
+        copied = backup_database(db.handle(), destination);
+        return 0;  // not bool: result<bool> would be ambiguous to build from an error_code
+    });
+    if (!ran) return ran.error();
+    return copied;
+}
+
+Result<void> backup_sqlite_database(std::string const& path, std::string const& destination)
+{
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec)) {
+        spdlog::error("event=backup_failed reason=\"no database file at {}\"", path);
+        return make_error_code(Errc::not_found);
+    }
+    try {
+        Connection source(path);  // read-write so that, as the last connection, it removes -wal/-shm
+        source.exec("PRAGMA query_only=ON");
+        return backup_database(source.handle(), destination);
+    } catch (sqlite::Failure const& f) {
+        spdlog::error("event=backup_failed source=\"{}\" code={} reason=\"{}\"", path, f.code, f.message);
+        return boost::system::error_code{f.code, sqlite_category()};
     }
 }
 

@@ -244,4 +244,23 @@ int check_config(std::string const& path)
     return check_policy(config->policy);
 }
 
+int backup(std::string const& config_path, std::string const& destination)
+{
+    auto config = load_config_file(config_path);
+    if (!config) {
+        std::cerr << "exemptd: " << config.error().to_string() << "\n";
+        return 1;
+    }
+    setup_logging(config->log_level);
+    if (auto copied = backup_sqlite_database(config->database, destination); !copied) {
+        auto const reason = copied.error() == make_error_code(Errc::not_found) ? "there is no database file there"
+                                                                                : copied.error().message();
+        std::cerr << "exemptd: backup of " << config->database << " to " << destination << " failed: " << reason
+                  << "\n";
+        return 1;
+    }
+    std::cout << "exemptd: backed up " << config->database << " to " << destination << "\n";
+    return 0;
+}
+
 }  // namespace exemptd::daemon

@@ -17,4 +17,9 @@ namespace exemptd::daemon {
 // Loads a policy file, prints what is wrong (file:line: reason), returns 0 when valid, else 1.
 [[nodiscard]] int check_policy(std::string const& path);
 
+// Copies the database named by the configuration at `config_path` to `destination` with
+// backup_sqlite_database (safe while another exemptd serves it), prints the outcome and returns 0
+// on success, 1 with the reason on stderr otherwise.
+[[nodiscard]] int backup(std::string const& config_path, std::string const& destination);
+
 }  // namespace exemptd::daemon

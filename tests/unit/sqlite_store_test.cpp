@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <stdexcept>
 #include <vector>
 
@@ -628,4 +629,82 @@ TEST_CASE("A database from a newer exemptd, or one that cannot be opened, is ref
         auto const path = dir.write("garbage.db", std::string(4096, 'x'));
         CHECK_THROWS_AS(exemptd::open_sqlite_store(path), std::runtime_error);
     }
+}
+
+namespace {
+
+// The names of the files in `dir`, sorted.
+std::vector<std::string> file_names(std::filesystem::path const& dir)
+{
+    std::vector<std::string> out;
+    for (auto const& entry : std::filesystem::directory_iterator(dir)) out.push_back(entry.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("An online backup is a checked, self-contained copy of a store in use", "[store][backup]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, standard_evaluate(t0)));
+    std::filesystem::create_directory(dir.path() / "backups");
+    auto const copy = dir.file("backups/copy.db");
+
+    REQUIRE(store->backup(copy));
+    // Written after the backup: not in the copy.
+    REQUIRE(store->put_enrollment("LAPTOP-0043", enrollment(true), kNoEvaluate));
+
+    CHECK(file_names(dir.path() / "backups") == std::vector<std::string>{"copy.db"});  // no temp, -wal or -shm
+    auto const perms = std::filesystem::status(copy).permissions();
+    CHECK((perms & (std::filesystem::perms::group_all | std::filesystem::perms::others_all)) ==
+          std::filesystem::perms::none);
+    {
+        Inspector db(copy);
+        CHECK(db.rows("PRAGMA journal_mode") == std::vector<std::vector<std::string>>{{"delete"}});
+        CHECK(db.number("SELECT count(*) FROM devices") == 1);
+        CHECK(db.number("SELECT count(*) FROM audit") == 2);  // enrolled + first decision
+        CHECK(db.number("PRAGMA user_version") == Inspector(path).number("PRAGMA user_version"));
+    }
+    {
+        auto restored = exemptd::open_sqlite_store(copy);
+        auto const device = restored->get_device("LAPTOP-0042");
+        REQUIRE(device);
+        CHECK(device->last_checkin == t0);
+        auto const chain = restored->verify_audit();
+        REQUIRE(chain);
+        CHECK(chain->ok);
+        CHECK(chain->records == 2);
+    }
+
+    SECTION("a second backup replaces the first") {
+        REQUIRE(store->backup(copy));
+        CHECK(Inspector(copy).number("SELECT count(*) FROM devices") == 2);
+        CHECK(file_names(dir.path() / "backups") == std::vector<std::string>{"copy.db"});
+    }
+    SECTION("a backup into a missing folder fails and leaves nothing") {
+        auto const failed = store->backup(dir.file("missing/copy.db"));
+        REQUIRE_FALSE(failed);
+        CHECK_FALSE(std::filesystem::exists(dir.path() / "missing"));
+    }
+}
+
+TEST_CASE("A database file is backed up without opening a store, and never created", "[store][backup]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+
+    REQUIRE(exemptd::backup_sqlite_database(path, dir.file("copy.db")));
+    CHECK(Inspector(dir.file("copy.db")).number("SELECT count(*) FROM audit") == 1);
+
+    auto const missing = exemptd::backup_sqlite_database(dir.file("absent.db"), dir.file("copy2.db"));
+    REQUIRE_FALSE(missing);
+    CHECK(missing.error() == make_error_code(Errc::not_found));
+    CHECK_FALSE(std::filesystem::exists(dir.file("absent.db")));
+    CHECK_FALSE(std::filesystem::exists(dir.file("copy2.db")));
 }

@@ -168,10 +168,24 @@ public:
     // anyway). Nothing is written when it fails. Thread-safe.
     [[nodiscard]] virtual ApiResult<Decision> check_in(PostureReport const& report, Evaluate const& evaluate,
                                                        TimePoint now, std::chrono::seconds nonce_ttl) = 0;
+
+    // Copies the whole database to `destination` while the store stays in use: a consistent
+    // snapshot taken with SQLite's online backup from a read connection (writers go on, thanks to
+    // WAL) into a new file (mode 0600) next to `destination`, flushed to disk, checked with
+    // PRAGMA integrity_check, then renamed over `destination`. The copy is one self-contained
+    // file (rollback-journal mode). On failure nothing is left behind and the SQLite or system
+    // error is answered (the details are logged). Thread-safe.
+    [[nodiscard]] virtual Result<void> backup(std::string const& destination) const = 0;
 };
 
 // Opens (creating and migrating as needed) a SQLite store at `path` (":memory:" for tests) after a quick_check.
 // Throws std::runtime_error: "database PATH is corrupt: <problem>; restore from a backup", else SQLite's message.
 [[nodiscard]] std::unique_ptr<Store> open_sqlite_store(std::string const& path);
+
+// Copies the SQLite database at `path` to `destination` as Store::backup does, without a Store:
+// the database is neither created nor migrated, so an existing database of any schema version is
+// copied as it is (back up before an upgrade). Another process may be serving it meanwhile.
+// Errors: Errc::not_found when there is no file at `path`, else as Store::backup. Thread-safe.
+[[nodiscard]] Result<void> backup_sqlite_database(std::string const& path, std::string const& destination);
 
 }  // namespace exemptd
