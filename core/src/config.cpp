@@ -60,7 +60,7 @@ void read_limits(YAML::Node const& limits, DaemonConfig& config)
 DaemonConfig parse_config(YAML::Node const& root, std::filesystem::path const& base)
 {
     expect_keys(root, "the configuration", {"listen", "tls", "database", "policy", "agreements", "metrics_listen",
-                                            "log_level", "threads", "limits", "sweep_interval_seconds",
+                                            "log_level", "threads", "handler_threads", "limits", "sweep_interval_seconds",
                                             "audit_checkpoint"});
     for (auto const* key : {"tls", "database", "policy"}) {
         if (!root[key]) refuse(root, std::string("the configuration needs ") + key);
@@ -84,6 +84,8 @@ DaemonConfig parse_config(YAML::Node const& root, std::filesystem::path const& b
         config.log_level = level.Scalar();
     }
     if (root["threads"]) config.threads = static_cast<int>(integer(root["threads"], "threads", 0, 256));
+    if (root["handler_threads"])
+        config.handler_threads = static_cast<int>(integer(root["handler_threads"], "handler_threads", 1, 1024));
     if (root["limits"]) read_limits(root["limits"], config);
     config.checkpoint_file = config.database + ".checkpoints";
     if (auto const cp = root["audit_checkpoint"]) {

@@ -236,6 +236,15 @@ void append_audit(Connection& db, AuditEvent const& event)
         .run();
 }
 
+std::int64_t last_audit_seq(Connection& db)
+{
+    auto& last = db.prepare("SELECT coalesce(max(seq), 0) FROM audit");
+    last.step();
+    auto const seq = last.integer(0);
+    last.reset();
+    return seq;
+}
+
 AuditRecord audit_from_row(Statement const& row)
 {
     return {row.integer(0), row.text(1), row.text(2), row.text(3), row.text(4), row.text(5), row.text(6), row.text(7)};
@@ -433,6 +442,7 @@ ApiError storage_error(std::string const& what)
 // A write waiting for the next group commit.
 struct PendingWrite {
     std::function<bool(Connection&)> job;  // returns false to roll back its own changes
+    bool relaxed = false;                   // may be acknowledged before it is synced to disk
     bool done = false;
     bool committed = false;
 };
@@ -476,14 +486,20 @@ public:
     Result<void> backup(std::string const& destination) const override;
 
 private:
-    bool write(std::function<bool(Connection&)> job);
+    // Runs `job` in the next group commit and waits for it; `relaxed` allows the commit to skip
+    // the disk sync unless the job appends audit records.
+    bool write(std::function<bool(Connection&)> job, bool relaxed = false);
     void commit_batch(std::deque<PendingWrite*> const& batch);
-    bool run_job(PendingWrite& pending);
+    enum class JobOutcome { kept, rolled_back, escalated };
+    JobOutcome run_job(PendingWrite& pending, bool escalate_audited);
+    void run_transaction(std::vector<PendingWrite*> const& jobs, std::vector<PendingWrite*>* escalate);
+    void set_durable(bool durable);
     template <class F>
     auto read(F&& f) const -> Result<decltype(f(std::declval<Connection&>()))>;
 
     std::string path_;
     Connection writer_;  // used only by the current group-commit leader
+    bool writer_durable_ = true;  // the writer's synchronous setting: FULL, or NORMAL
     std::mutex queue_mutex_;
     std::condition_variable queue_cv_;
     std::deque<PendingWrite*> queue_;
@@ -496,9 +512,9 @@ private:
 
 // Group commit: whoever finds no commit in progress becomes the leader and commits every queued
 // write in one transaction, each inside its own savepoint; the others wait for the result.
-bool SqliteStore::write(std::function<bool(Connection&)> job)
+bool SqliteStore::write(std::function<bool(Connection&)> job, bool relaxed)
 {
-    PendingWrite pending{std::move(job)};
+    PendingWrite pending{std::move(job), relaxed};
     std::unique_lock lock(queue_mutex_);
     queue_.push_back(&pending);
     while (!pending.done) {
@@ -518,18 +534,41 @@ bool SqliteStore::write(std::function<bool(Connection&)> job)
     return pending.committed;
 }
 
-// One transaction for the batch. A job that fails or asks to roll back undoes only its own
-// savepoint; a failure of the transaction itself (BEGIN, a savepoint, COMMIT, or SQLite rolling
-// the whole transaction back after SQLITE_FULL or SQLITE_IOERR) fails every job in the batch,
-// so that none is acknowledged unless all that it reports are committed.
+// Commits the batch's check-in bookkeeping with synchronous=NORMAL and everything else with
+// FULL. A relaxed job that turns out to append to the audit trail (a check-in that changes a
+// decision) is rolled back and runs again in the durable transaction: nothing audited is
+// acknowledged before it is synced to disk.
 void SqliteStore::commit_batch(std::deque<PendingWrite*> const& batch)
 {
+    std::vector<PendingWrite*> relaxed, durable;
+    for (auto* p : batch) (p->relaxed ? relaxed : durable).push_back(p);
+    if (!relaxed.empty()) run_transaction(relaxed, &durable);
+    if (!durable.empty()) run_transaction(durable, nullptr);
+}
+
+// One transaction for `jobs`, synced to disk unless `escalate` is given (then a job that appends
+// audit records is moved there instead of kept). A job that fails or asks to roll back undoes
+// only its own savepoint; a failure of the transaction itself (BEGIN, a savepoint, COMMIT, or
+// SQLite rolling the whole transaction back after SQLITE_FULL or SQLITE_IOERR) fails every job
+// that ran in it, so that none is acknowledged unless all that it reports are committed.
+void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::vector<PendingWrite*>* escalate)
+{
     auto const started = std::chrono::steady_clock::now();
+    std::vector<PendingWrite*> ran;
     char const* stage = "begin";
     try {
+        set_durable(escalate == nullptr);
         writer_.exec("BEGIN IMMEDIATE");
         stage = "job";
-        for (auto* p : batch) p->committed = run_job(*p);
+        for (auto* p : jobs) {
+            auto const outcome = run_job(*p, escalate != nullptr);
+            if (outcome == JobOutcome::escalated) {
+                escalate->push_back(p);
+                continue;
+            }
+            p->committed = outcome == JobOutcome::kept;
+            ran.push_back(p);
+        }
         stage = "commit";
         writer_.exec("COMMIT");
     } catch (sqlite::Failure const& f) {
@@ -537,16 +576,17 @@ void SqliteStore::commit_batch(std::deque<PendingWrite*> const& batch)
         writer_.reset_all();
         if (sqlite3_get_autocommit(writer_.handle()) == 0)
             sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
-        for (auto* p : batch) p->committed = false;
+        for (auto* p : jobs) p->committed = false;
     }
     commit_latency_.observe(std::chrono::steady_clock::now() - started);
 }
 
-// Runs one job inside its own savepoint of the batch's transaction and returns whether it is
-// kept. Throws Failure when the transaction as a whole is lost.
-bool SqliteStore::run_job(PendingWrite& pending)
+// Runs one job inside its own savepoint of the transaction. Throws Failure when the transaction
+// as a whole is lost.
+SqliteStore::JobOutcome SqliteStore::run_job(PendingWrite& pending, bool escalate_audited)
 {
     writer_.exec("SAVEPOINT job");
+    auto const audit_head = escalate_audited ? last_audit_seq(writer_) : 0;
     bool keep = false;
     try {
         keep = pending.job(writer_);
@@ -561,9 +601,18 @@ bool SqliteStore::run_job(PendingWrite& pending)
     // jobs before this one with it; a later savepoint would then start a fresh transaction.
     if (sqlite3_get_autocommit(writer_.handle()) != 0)
         throw sqlite::Failure{SQLITE_ABORT_ROLLBACK, "SQLite rolled back the whole transaction"};
-    if (!keep) writer_.exec("ROLLBACK TO job");
+    bool const escalated = keep && escalate_audited && last_audit_seq(writer_) != audit_head;
+    if (!keep || escalated) writer_.exec("ROLLBACK TO job");
     writer_.exec("RELEASE job");
-    return keep;
+    if (escalated) return JobOutcome::escalated;
+    return keep ? JobOutcome::kept : JobOutcome::rolled_back;
+}
+
+void SqliteStore::set_durable(bool durable)
+{
+    if (durable == writer_durable_) return;
+    writer_.exec(durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    writer_durable_ = durable;
 }
 
 // Runs `f` on an idle read connection (WAL lets readers run beside the writer).
@@ -926,7 +975,7 @@ ApiResult<Decision> SqliteStore::check_in(PostureReport const& report, Evaluate 
             .bind(1, report.device_id).bind(2, std::int64_t{kCheckinHistoryPerDevice}).run();
         outcome = std::move(decision);
         return true;
-    });
+    }, /*relaxed=*/true);
     if (outcome && outcome->has_error()) return *outcome;
     if (!committed || !outcome) return storage_error("the check-in was not saved");
     return *outcome;

@@ -183,6 +183,7 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     options.metrics_listen = config->metrics_listen;
     options.limits = config->limits;
     options.threads = thread_count(*config);
+    options.handler_threads = config->handler_threads;
     options.on_ready = [&](Endpoint const& api, Endpoint const& metrics_endpoint) {
         if (!ready_file.empty()) write_ready_file(ready_file, api, metrics_endpoint);
         sd_notify(0, "READY=1");

@@ -101,6 +101,21 @@ tcp::endpoint to_asio(Endpoint const& e)
     return {net::ip::make_address(e.host), e.port};
 }
 
+// Runs `work` on `pool` and resumes the awaiting coroutine on its own executor with the result,
+// so a request that waits for a database commit never blocks an I/O thread.
+template <class Work>
+net::awaitable<HttpResponse> run_on(net::thread_pool& pool, Work work)
+{
+    return net::async_initiate<net::use_awaitable_t<> const, void(HttpResponse)>(
+        [&pool](auto handler, Work w) {
+            auto io = net::prefer(net::get_associated_executor(handler), net::execution::outstanding_work.tracked);
+            net::post(pool, [handler = std::move(handler), w = std::move(w), io = std::move(io)]() mutable {
+                net::post(io, [handler = std::move(handler), answer = w()]() mutable { std::move(handler)(std::move(answer)); });
+            });
+        },
+        net::use_awaitable, std::move(work));
+}
+
 // One io_context and the sessions living on it; touched only from its own thread.
 struct Worker {
     struct Slot {
@@ -120,6 +135,7 @@ struct Server::Impl {
     {
         for (int i = 0; i < std::max(1, options.threads); ++i) workers.push_back(std::make_unique<Worker>());
     }
+    ~Impl() { handlers.join(); }
 
     std::shared_ptr<ssl::context> current_tls()
     {
@@ -147,6 +163,7 @@ struct Server::Impl {
     Router const& router;
     Metrics& metrics;
     std::vector<std::unique_ptr<Worker>> workers;
+    net::thread_pool handlers{static_cast<std::size_t>(std::max(1, options.handler_threads))};
     std::size_t next = 0;
     std::optional<Acceptor> api_acceptor;
     std::optional<Acceptor> metrics_acceptor;
@@ -325,7 +342,9 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
         } else if (bec) {
             break;
         } else {
-            answer = router.handle(client, *route, parser.get().body());
+            answer = co_await run_on(handlers, [this, &client, &route, &parser] {
+                return router.handle(client, *route, parser.get().body());
+            });
         }
         auto res = to_beast(answer, header.version(), keep_alive);
         auto [wec, wn] = co_await http::async_write(stream, res);

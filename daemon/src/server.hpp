@@ -26,7 +26,8 @@ struct ServerOptions {
     Endpoint listen;
     Endpoint metrics_listen;
     Limits limits;
-    int threads = 1;
+    int threads = 1;          // I/O threads, one io_context each
+    int handler_threads = 8;  // threads that run requests; they may block on the database
     std::chrono::seconds shutdown_grace{10};
     // Called once both listeners are bound, with the ports actually bound.
     std::function<void(Endpoint const& api, Endpoint const& metrics)> on_ready;

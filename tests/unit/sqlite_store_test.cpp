@@ -228,10 +228,11 @@ TEST_CASE("A check-in evaluates enrollment from the registry, never from the rep
 
     SECTION("unknown to the registry") {
         REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
-        REQUIRE(evaluate.seen.size() == 1);
-        CHECK_FALSE(evaluate.seen[0].enrolled);
-        CHECK(evaluate.seen[0].device_id == "LAPTOP-0042");
-        CHECK(evaluate.seen[0].facts.at("disk_encrypted") == exemptd::FactValue{true});
+        // A first check-in changes the decision, so it may be evaluated again in the durable commit.
+        REQUIRE_FALSE(evaluate.seen.empty());
+        CHECK_FALSE(evaluate.seen.back().enrolled);
+        CHECK(evaluate.seen.back().device_id == "LAPTOP-0042");
+        CHECK(evaluate.seen.back().facts.at("disk_encrypted") == exemptd::FactValue{true});
     }
     SECTION("enrolled in the registry") {
         REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
@@ -315,6 +316,27 @@ TEST_CASE("The current decision is evaluated afresh from the stored facts withou
     }
 }
 
+TEST_CASE("A check-in that changes the decision is written once, and durably", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    RecordingEvaluate evaluate;
+    // The first check-in changes the decision (audited: synced before it is answered); the
+    // second does not (bookkeeping only).
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 1min, evaluate.fn(t0 + 1min)));
+    Inspector db(path);
+    CHECK(db.number("SELECT count(*) FROM checkins") == 2);
+    CHECK(db.number("SELECT count(*) FROM checkin_nonces") == 2);
+    CHECK(db.number("SELECT count(*) FROM decision_history") == 1);
+    CHECK(db.number("SELECT count(*) FROM audit WHERE action = 'decision.changed'") == 1);
+    auto const commits = store->commit_latency().snapshot();
+    std::uint64_t total = 0;
+    for (auto const n : commits.counts) total += n;
+    CHECK(total == 3);  // the first check-in's relaxed attempt, its durable rerun, the second
+}
+
 TEST_CASE("A replayed nonce is refused with 409 replay and nothing is written", "[store]")
 {
     exemptd::test::TempDir dir;
@@ -322,6 +344,7 @@ TEST_CASE("A replayed nonce is refused with 409 replay and nothing is written", 
     auto store = exemptd::open_sqlite_store(path);
     RecordingEvaluate evaluate;
     REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
+    auto const evaluated_before = evaluate.seen.size();
     Inspector db(path);
     auto const audit_before = db.number("SELECT count(*) FROM audit");
     auto const checkins_before = db.number("SELECT count(*) FROM checkins");
@@ -333,7 +356,7 @@ TEST_CASE("A replayed nonce is refused with 409 replay and nothing is written", 
     REQUIRE_FALSE(refused);
     CHECK(refused.error().status == 409);
     CHECK(refused.error().code == "replay");
-    CHECK(evaluate.seen.size() == 1);  // the replay was not even evaluated
+    CHECK(evaluate.seen.size() == evaluated_before);  // the replay was not even evaluated
 
     auto const device = store->get_device("LAPTOP-0042");
     REQUIRE(device);
@@ -399,8 +422,8 @@ TEST_CASE("Failure streaks carry across check-ins so grace counts from the first
     SECTION("the stored streak is what the evaluator receives") {
         RecordingEvaluate evaluate;
         REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 2h, evaluate.fn(t0 + 2h)));
-        REQUIRE(evaluate.seen.size() == 1);
-        CHECK(evaluate.seen[0].failing_since == std::map<std::string, TimePoint>{{"ENC-01", t0}});
+        REQUIRE_FALSE(evaluate.seen.empty());
+        CHECK(evaluate.seen.back().failing_since == std::map<std::string, TimePoint>{{"ENC-01", t0}});
     }
 }
 

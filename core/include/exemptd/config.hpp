@@ -35,7 +35,8 @@ struct DaemonConfig {
     std::string agreements_crl;  // optional
     Endpoint metrics_listen{"127.0.0.1", 9464};
     std::string log_level = "info";
-    int threads = 0;  // 0: one per core
+    int threads = 0;  // I/O threads; 0: one per core
+    int handler_threads = 32;  // run requests, which may wait for the database
     std::chrono::seconds sweep_interval{60};
     std::string checkpoint_file;  // default: the database path + ".checkpoints"
     std::chrono::seconds checkpoint_interval{10 * 60};  // SPEC: at least every 15 minutes
