@@ -17,7 +17,8 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
+#include <future>
+#include <thread>
 #include <filesystem>
 #include <mutex>
 #include <stdexcept>
@@ -317,14 +318,15 @@ struct EvaluationInput {
 };
 
 // nullopt when the device is unknown or has never checked in (no facts to evaluate).
-std::optional<EvaluationInput> evaluation_input(Connection& db, std::string const& device_id)
+std::optional<EvaluationInput> evaluation_input(Connection& db, std::string const& device_id,
+                                                Facts const* fresh_facts = nullptr)
 {
     auto& row = db.prepare("SELECT enrolled, facts_json, failing_since, decision_json, last_checkin, owner "
                            "FROM devices WHERE device_id = ?1");
     if (!row.bind(1, device_id).step() || row.is_null(4)) return std::nullopt;
     EvaluationInput in;
-    in.facts = {device_id, !row.is_null(0) && row.integer(0) != 0, facts_from_json(row.text(1)),
-                streaks_from_json(row.text(2)), row.text(5), {}};
+    in.facts = {device_id, !row.is_null(0) && row.integer(0) != 0,
+                fresh_facts ? *fresh_facts : facts_from_json(row.text(1)), streaks_from_json(row.text(2)), row.text(5), {}};
     if (!row.is_null(3)) {
         if (auto d = decode_decision(row.text(3))) in.stored = std::move(*d);
     }
@@ -339,9 +341,9 @@ std::optional<EvaluationInput> evaluation_input(Connection& db, std::string cons
 // Re-evaluates a device that has reported facts before, stores the decision and records a
 // change in the decision history and the audit trail. nullopt when the device never checked in.
 std::optional<Decision> refresh_decision(Connection& db, std::string const& device_id, Evaluate const& evaluate,
-                                         TimePoint now)
+                                         TimePoint now, Facts const* fresh_facts = nullptr)
 {
-    auto in = evaluation_input(db, device_id);
+    auto in = evaluation_input(db, device_id, fresh_facts);
     if (!in) return std::nullopt;
     auto const& before = in->stored;
     Decision decision = evaluate(in->facts, in->active);
@@ -439,11 +441,43 @@ ApiError storage_error(std::string const& what)
     return api_error(503, "storage_unavailable", "The database could not complete the request: " + what + ".");
 }
 
+// Records one check-in inside the commit transaction: refuses a nonce seen before, stores the
+// report's identity fields and facts, re-evaluates the decision from the fresh facts and keeps a
+// bounded history. Nothing is written when it refuses (the caller rolls back).
+ApiResult<Decision> record_checkin(Connection& db, PostureReport const& report, Evaluate const& evaluate, TimePoint now,
+                                   std::chrono::seconds nonce_ttl)
+{
+    auto const& id = report.device_id;
+    db.prepare("INSERT INTO devices (device_id) VALUES (?1) ON CONFLICT DO NOTHING").bind(1, id).run();
+    db.prepare("DELETE FROM checkin_nonces WHERE device_id = ?1 AND seen_at < ?2")
+        .bind(1, id).bind(2, seconds_of(now - nonce_ttl)).run();
+    db.prepare("INSERT INTO checkin_nonces (device_id, nonce, seen_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+        .bind(1, id).bind(2, report.nonce).bind(3, seconds_of(now)).run();
+    if (sqlite3_changes(db.handle()) == 0)
+        return api_error(409, "replay", "This report's nonce was already used by this device; send a fresh one.");
+    db.prepare("UPDATE devices SET hostname = ?2, serial = ?3, os_name = ?4, os_version = ?5, last_checkin = ?6, "
+               "facts_json = ?7 WHERE device_id = ?1")
+        .bind(1, id).bind(2, report.hostname).bind(3, report.serial).bind(4, report.os_name)
+        .bind(5, report.os_version).bind(6, seconds_of(now)).bind(7, facts_to_json(report.facts))
+        .run();
+    auto decision = *refresh_decision(db, id, evaluate, now, &report.facts);
+    db.prepare("INSERT INTO checkins (device_id, at, reported_at, decision, basis) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .bind(1, id).bind(2, seconds_of(now)).bind(3, seconds_of(report.reported_at))
+        .bind(4, decision_word(decision)).bind(5, to_string(decision.basis)).run();
+    // Trimming the history costs an index walk, so it runs on every 16th row, not every check-in.
+    if (sqlite3_last_insert_rowid(db.handle()) % 16 == 0) {
+        db.prepare("DELETE FROM checkins WHERE device_id = ?1 AND seq <= (SELECT seq FROM checkins WHERE device_id = ?1 "
+                   "ORDER BY seq DESC LIMIT 1 OFFSET ?2)")
+            .bind(1, id).bind(2, std::int64_t{kCheckinHistoryPerDevice}).run();
+    }
+    return decision;
+}
+
 // A write waiting for the next group commit.
 struct PendingWrite {
-    std::function<bool(Connection&)> job;  // returns false to roll back its own changes
-    bool relaxed = false;                   // may be acknowledged before it is synced to disk
-    bool done = false;
+    std::function<bool(Connection&)> job;   // returns false to roll back its own changes
+    bool relaxed = false;                    // may be acknowledged before it is synced to disk
+    std::function<void(bool committed)> done;  // called on the commit thread afterwards
     bool committed = false;
 };
 
@@ -454,6 +488,17 @@ public:
         configure(writer_);
         check_not_corrupt(writer_);  // before a migration could write into a damaged file
         migrate(writer_);
+        committer_ = std::thread([this] { commit_loop(); });
+    }
+
+    ~SqliteStore() override
+    {
+        {
+            std::lock_guard lock(queue_mutex_);
+            stopping_ = true;
+        }
+        queue_cv_.notify_one();
+        committer_.join();
     }
 
     Result<EnrollmentOutcome> put_enrollment(std::string const& device_id, Enrollment const& enrollment,
@@ -481,15 +526,18 @@ public:
     Result<std::vector<DeviceRecord>> list_devices(DeviceQuery const& query) const override;
     Result<ExemptionCounts> exemption_counts(TimePoint now, TimePoint expiring_before) const override;
     LatencyHistogram const& commit_latency() const override { return commit_latency_; }
-    ApiResult<Decision> check_in(PostureReport const& report, Evaluate const& evaluate, TimePoint now,
-                                 std::chrono::seconds nonce_ttl) override;
+    void check_in_async(PostureReport report, Evaluate evaluate, TimePoint now, std::chrono::seconds nonce_ttl,
+                        CheckinDone done) override;
     Result<void> backup(std::string const& destination) const override;
 
 private:
     // Runs `job` in the next group commit and waits for it; `relaxed` allows the commit to skip
     // the disk sync unless the job appends audit records.
     bool write(std::function<bool(Connection&)> job, bool relaxed = false);
-    void commit_batch(std::deque<PendingWrite*> const& batch);
+    // Queues `pending` for the next group commit and returns at once.
+    void enqueue(std::unique_ptr<PendingWrite> pending);
+    void commit_loop();
+    void commit_batch(std::vector<std::unique_ptr<PendingWrite>> const& batch);
     enum class JobOutcome { kept, rolled_back, escalated };
     JobOutcome run_job(PendingWrite& pending, bool escalate_audited);
     void run_transaction(std::vector<PendingWrite*> const& jobs, std::vector<PendingWrite*>* escalate);
@@ -498,50 +546,67 @@ private:
     auto read(F&& f) const -> Result<decltype(f(std::declval<Connection&>()))>;
 
     std::string path_;
-    Connection writer_;  // used only by the current group-commit leader
+    Connection writer_;  // used only by the commit thread
     bool writer_durable_ = true;  // the writer's synchronous setting: FULL, or NORMAL
     std::mutex queue_mutex_;
     std::condition_variable queue_cv_;
-    std::deque<PendingWrite*> queue_;
-    bool leader_busy_ = false;
+    std::vector<std::unique_ptr<PendingWrite>> queue_;
+    bool stopping_ = false;
+    std::thread committer_;
     LatencyHistogram commit_latency_;
 
     mutable std::mutex readers_mutex_;
     mutable std::vector<std::unique_ptr<Connection>> idle_readers_;
 };
 
-// Group commit: whoever finds no commit in progress becomes the leader and commits every queued
-// write in one transaction, each inside its own savepoint; the others wait for the result.
-bool SqliteStore::write(std::function<bool(Connection&)> job, bool relaxed)
+// Group commit: one thread takes every queued write and commits them together (each job in its
+// own savepoint), then tells each writer how it went.
+void SqliteStore::enqueue(std::unique_ptr<PendingWrite> pending)
 {
-    PendingWrite pending{std::move(job), relaxed};
+    {
+        std::lock_guard lock(queue_mutex_);
+        queue_.push_back(std::move(pending));
+    }
+    queue_cv_.notify_one();
+}
+
+void SqliteStore::commit_loop()
+{
     std::unique_lock lock(queue_mutex_);
-    queue_.push_back(&pending);
-    while (!pending.done) {
-        if (leader_busy_) {
-            queue_cv_.wait(lock);
-            continue;
-        }
-        leader_busy_ = true;
+    for (;;) {
+        queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, and every queued write is answered
         auto batch = std::exchange(queue_, {});
         lock.unlock();
         commit_batch(batch);
+        for (auto const& p : batch) {
+            try {
+                p->done(p->committed);
+            } catch (std::exception const& e) {  // a caller's bug must not stop every later commit
+                spdlog::error("event=write_callback_failed reason=\"{}\"", e.what());
+            }
+        }
         lock.lock();
-        for (auto* p : batch) p->done = true;
-        leader_busy_ = false;
-        queue_cv_.notify_all();
     }
-    return pending.committed;
+}
+
+bool SqliteStore::write(std::function<bool(Connection&)> job, bool relaxed)
+{
+    std::promise<bool> committed;
+    auto result = committed.get_future();
+    enqueue(std::make_unique<PendingWrite>(PendingWrite{
+        std::move(job), relaxed, [&committed](bool ok) { committed.set_value(ok); }, false}));
+    return result.get();
 }
 
 // Commits the batch's check-in bookkeeping with synchronous=NORMAL and everything else with
 // FULL. A relaxed job that turns out to append to the audit trail (a check-in that changes a
 // decision) is rolled back and runs again in the durable transaction: nothing audited is
 // acknowledged before it is synced to disk.
-void SqliteStore::commit_batch(std::deque<PendingWrite*> const& batch)
+void SqliteStore::commit_batch(std::vector<std::unique_ptr<PendingWrite>> const& batch)
 {
     std::vector<PendingWrite*> relaxed, durable;
-    for (auto* p : batch) (p->relaxed ? relaxed : durable).push_back(p);
+    for (auto const& p : batch) (p->relaxed ? relaxed : durable).push_back(p.get());
     if (!relaxed.empty()) run_transaction(relaxed, &durable);
     if (!durable.empty()) run_transaction(durable, nullptr);
 }
@@ -946,39 +1011,20 @@ Result<std::vector<DeviceRecord>> SqliteStore::list_devices(DeviceQuery const& q
     });
 }
 
-ApiResult<Decision> SqliteStore::check_in(PostureReport const& report, Evaluate const& evaluate, TimePoint now,
-                                          std::chrono::seconds nonce_ttl)
+void SqliteStore::check_in_async(PostureReport report, Evaluate evaluate, TimePoint now,
+                                 std::chrono::seconds nonce_ttl, CheckinDone done)
 {
-    std::optional<ApiResult<Decision>> outcome;
-    bool const committed = write([&](Connection& db) {
-        db.prepare("INSERT INTO devices (device_id) VALUES (?1) ON CONFLICT DO NOTHING").bind(1, report.device_id).run();
-        db.prepare("DELETE FROM checkin_nonces WHERE device_id = ?1 AND seen_at < ?2")
-            .bind(1, report.device_id).bind(2, seconds_of(now - nonce_ttl)).run();
-        auto& seen = db.prepare("SELECT 1 FROM checkin_nonces WHERE device_id = ?1 AND nonce = ?2");
-        if (seen.bind(1, report.device_id).bind(2, report.nonce).step()) {
-            outcome = api_error(409, "replay", "This report's nonce was already used by this device; send a fresh one.");
-            return false;
-        }
-        db.prepare("INSERT INTO checkin_nonces (device_id, nonce, seen_at) VALUES (?1, ?2, ?3)")
-            .bind(1, report.device_id).bind(2, report.nonce).bind(3, seconds_of(now)).run();
-        db.prepare("UPDATE devices SET hostname = ?2, serial = ?3, os_name = ?4, os_version = ?5, last_checkin = ?6, "
-                   "facts_json = ?7 WHERE device_id = ?1")
-            .bind(1, report.device_id).bind(2, report.hostname).bind(3, report.serial).bind(4, report.os_name)
-            .bind(5, report.os_version).bind(6, seconds_of(now)).bind(7, facts_to_json(report.facts))
-            .run();
-        auto decision = *refresh_decision(db, report.device_id, evaluate, now);
-        db.prepare("INSERT INTO checkins (device_id, at, reported_at, decision, basis) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .bind(1, report.device_id).bind(2, seconds_of(now)).bind(3, seconds_of(report.reported_at))
-            .bind(4, decision_word(decision)).bind(5, to_string(decision.basis)).run();
-        db.prepare("DELETE FROM checkins WHERE device_id = ?1 AND seq <= (SELECT seq FROM checkins WHERE device_id = ?1 "
-                   "ORDER BY seq DESC LIMIT 1 OFFSET ?2)")
-            .bind(1, report.device_id).bind(2, std::int64_t{kCheckinHistoryPerDevice}).run();
-        outcome = std::move(decision);
-        return true;
-    }, /*relaxed=*/true);
-    if (outcome && outcome->has_error()) return *outcome;
-    if (!committed || !outcome) return storage_error("the check-in was not saved");
-    return *outcome;
+    auto outcome = std::make_shared<std::optional<ApiResult<Decision>>>();
+    auto job = [report = std::move(report), evaluate = std::move(evaluate), now, nonce_ttl, outcome](Connection& db) {
+        *outcome = record_checkin(db, report, evaluate, now, nonce_ttl);
+        return !(*outcome)->has_error();
+    };
+    auto answer = [outcome, done = std::move(done)](bool committed) {
+        if (*outcome && (*outcome)->has_error()) return done(std::move(**outcome));
+        if (!committed || !*outcome) return done(storage_error("the check-in was not saved"));
+        done(std::move(**outcome));
+    };
+    enqueue(std::make_unique<PendingWrite>(PendingWrite{std::move(job), /*relaxed=*/true, std::move(answer), false}));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <future>
 #include <vector>
 
 namespace exemptd::daemon {
@@ -329,25 +330,37 @@ HttpResponse Router::dispatch(ClientId const& client, Route const& route, std::s
     return error_response(unknown_route());
 }
 
-HttpResponse Router::checkin(ClientId const& client, std::string const& body) const
+void Router::check_in_async(ClientId const& client, std::string const& body, Answer done) const
 {
     auto report = decode_posture(body);
-    if (!report) return error_response(report.error());
+    if (!report) return done(error_response(report.error()));
     if (report->device_id != client.device_id)
-        return error_response(forbidden("The report's device_id is not the device in the client certificate."));
+        return done(error_response(forbidden("The report's device_id is not the device in the client certificate.")));
     auto const policy = policy_.load();
     auto const now = clock_();
     std::chrono::seconds const skew{policy->checkin.max_clock_skew_seconds};
     if (report->reported_at < now - skew || report->reported_at > now + skew)
-        return error_response(api_error(422, "clock_skew",
-                                        "reported_at is more than " + std::to_string(skew.count()) +
-                                            " seconds away from the server's clock; fix the endpoint's time."));
-    auto decision = store_.check_in(*report, evaluator(now), now, 2 * skew + std::chrono::seconds{60});
-    if (!decision) return error_response(decision.error());
-    metrics_.count_checkin(*decision);
-    spdlog::debug("event=checkin device={} decision={} basis={}", decision->device_id,
-                  decision->allow ? "allow" : "deny", to_string(decision->basis));
-    return json_response(200, decision_to_json(*decision));
+        return done(error_response(api_error(422, "clock_skew",
+                                             "reported_at is more than " + std::to_string(skew.count()) +
+                                                 " seconds away from the server's clock; fix the endpoint's time.")));
+    // A nonce must be remembered for as long as a report carrying it passes the skew check.
+    auto const nonce_ttl = 2 * skew + std::chrono::seconds{60};
+    store_.check_in_async(std::move(*report), evaluator(now), now, nonce_ttl,
+                          [this, done = std::move(done)](ApiResult<Decision> decision) {
+                              if (!decision) return done(error_response(decision.error()));
+                              metrics_.count_checkin(*decision);
+                              spdlog::debug("event=checkin device={} decision={} basis={}", decision->device_id,
+                                            decision->allow ? "allow" : "deny", to_string(decision->basis));
+                              done(json_response(200, decision_to_json(*decision)));
+                          });
+}
+
+HttpResponse Router::checkin(ClientId const& client, std::string const& body) const
+{
+    std::promise<HttpResponse> answer;
+    auto result = answer.get_future();
+    check_in_async(client, body, [&answer](HttpResponse r) { answer.set_value(std::move(r)); });
+    return result.get();
 }
 
 // Evaluated afresh from the latest facts, so that an expired or revoked exemption stops counting

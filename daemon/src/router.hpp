@@ -14,6 +14,7 @@
 #include "routes.hpp"
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -34,6 +35,13 @@ public:
 
     // Answers an admitted request. Never throws; every failure is an error response. Thread-safe.
     [[nodiscard]] HttpResponse handle(ClientId const& client, Route const& route, std::string const& body) const;
+
+    using Answer = std::function<void(HttpResponse)>;
+
+    // Answers an admitted POST /v1/checkin without waiting for the database: `done` is called at
+    // once for a refusal, or from the store's commit thread (it must not block). Never throws.
+    // Thread-safe.
+    void check_in_async(ClientId const& client, std::string const& body, Answer done) const;
 
     // admit() then handle(), for callers that hold the whole request. Thread-safe.
     [[nodiscard]] HttpResponse handle(ClientId const& client, HttpRequest const& request) const;

@@ -135,7 +135,12 @@ struct Server::Impl {
     {
         for (int i = 0; i < std::max(1, options.threads); ++i) workers.push_back(std::make_unique<Worker>());
     }
-    ~Impl() { handlers.join(); }
+    ~Impl()
+    {
+        handlers.join();
+        // The store outlives the server and answers every queued check-in soon.
+        while (checkins_in_store.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds{1});
+    }
 
     std::shared_ptr<ssl::context> current_tls()
     {
@@ -156,6 +161,7 @@ struct Server::Impl {
     net::awaitable<void> run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls_ctx);
     net::awaitable<void> serve_requests(TlsStream& stream, Worker::Slot& slot, ClientId const& client);
     net::awaitable<void> run_metrics_session(tcp::socket socket);
+    net::awaitable<HttpResponse> check_in(ClientId const& client, std::string const& body);
 
     ServerOptions options;
     std::mutex tls_mutex;
@@ -170,6 +176,7 @@ struct Server::Impl {
     std::optional<net::signal_set> signals;
     std::atomic<bool> stopping{false};
     std::atomic<int> active_sessions{0};
+    std::atomic<int> checkins_in_store{0};  // check-ins whose answer the store has yet to give
 };
 
 namespace {
@@ -342,9 +349,14 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
         } else if (bec) {
             break;
         } else {
-            answer = co_await run_on(handlers, [this, &client, &route, &parser] {
-                return router.handle(client, *route, parser.get().body());
-            });
+            // Not a conditional expression: g++ 12 destroys a co_await temporary there twice.
+            if (route->action == Action::checkin) {
+                answer = co_await check_in(client, parser.get().body());
+            } else {
+                answer = co_await run_on(handlers, [this, &client, &route, &parser] {
+                    return router.handle(client, *route, parser.get().body());
+                });
+            }
         }
         auto res = to_beast(answer, header.version(), keep_alive);
         auto [wec, wn] = co_await http::async_write(stream, res);
@@ -353,6 +365,30 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
     }
     lowest.expires_after(kShutdownTimeout);
     co_await stream.async_shutdown();  // peers may skip close_notify; the result does not matter
+}
+
+// Check-ins skip the handler pool: the store's commit thread answers them, and the answer is
+// posted back to this session's io_context.
+net::awaitable<HttpResponse> Server::Impl::check_in(ClientId const& client, std::string const& body)
+{
+    return net::async_initiate<net::use_awaitable_t<> const, void(HttpResponse)>(
+        [this, &client, &body](auto handler) {
+            auto io = net::prefer(net::get_associated_executor(handler), net::execution::outstanding_work.tracked);
+            // Router::Answer must be copyable; the coroutine's handler is move-only.
+            auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+            checkins_in_store.fetch_add(1);
+            auto reply = [this, shared, io](HttpResponse answer) {
+                net::post(io, [shared, answer = std::move(answer)]() mutable { std::move(*shared)(std::move(answer)); });
+                checkins_in_store.fetch_sub(1);
+            };
+            try {
+                router.check_in_async(client, body, reply);
+            } catch (std::exception const& e) {
+                spdlog::error("event=handler_failed route=checkin reason=\"{}\"", e.what());
+                reply(error_response(api_error(500, "internal_error", "The daemon failed to handle the request.")));
+            }
+        },
+        net::use_awaitable);
 }
 
 net::awaitable<void> Server::Impl::accept_metrics()

@@ -13,6 +13,7 @@
 #include "exemptd/time.hpp"
 
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -47,6 +48,9 @@ struct AuditEvent {
 // Evaluates a device inside a write transaction: the store supplies the registry view, the
 // latest facts and the device's exemptions recorded as active (the evaluator checks expiry).
 using Evaluate = std::function<Decision(DeviceFacts const&, std::vector<Exemption> const& active)>;
+
+// Receives a check-in's decision, or why it was refused.
+using CheckinDone = std::function<void(ApiResult<Decision>)>;
 
 // Computes an exemption's next state from its current one, or the rule it breaks.
 using Transition = std::function<ApiResult<Exemption>(Exemption const& current)>;
@@ -165,9 +169,22 @@ public:
     // the device with `evaluate`, stores the report's identity fields, the latest decision, the
     // failure streaks, the nonce and a bounded history entry, and audits a changed decision.
     // Nonces older than `nonce_ttl` are forgotten (the clock-skew check refuses such reports
-    // anyway). Nothing is written when it fails. Thread-safe.
-    [[nodiscard]] virtual ApiResult<Decision> check_in(PostureReport const& report, Evaluate const& evaluate,
-                                                       TimePoint now, std::chrono::seconds nonce_ttl) = 0;
+    // anyway). Nothing is written when it fails. Returns at once; `done` is called from the
+    // store's commit thread once the check-in is committed or refused, and must not block.
+    // Thread-safe.
+    virtual void check_in_async(PostureReport report, Evaluate evaluate, TimePoint now,
+                                std::chrono::seconds nonce_ttl, CheckinDone done) = 0;
+
+    // check_in_async, waiting for the answer. Thread-safe.
+    [[nodiscard]] ApiResult<Decision> check_in(PostureReport const& report, Evaluate const& evaluate, TimePoint now,
+                                               std::chrono::seconds nonce_ttl)
+    {
+        std::promise<ApiResult<Decision>> answer;
+        auto result = answer.get_future();
+        check_in_async(report, evaluate, now, nonce_ttl,
+                       [&answer](ApiResult<Decision> r) { answer.set_value(std::move(r)); });
+        return result.get();
+    }
 
     // Copies the whole database to `destination` while the store stays in use: a consistent
     // snapshot taken with SQLite's online backup from a read connection (writers go on, thanks to
