@@ -601,9 +601,16 @@ private:
         std::string key = out_.document_sha256 + sha256_hex(signature_);
         if (trust_.cached(key)) return true;
         StorePtr const store = store_at(trust_, *out_.signed_at);
-        BioPtr const content{BIO_new_mem_buf(document_.data(), static_cast<int>(document_.size()))};
+        // The bytes go in behind a buffering BIO: handed a memory BIO, OpenSSL 3.0 copies it into a
+        // temporary one that it leaks when the SignedData lists a digest it cannot set up.
+        BioPtr const bytes{BIO_new_mem_buf(document_.data(), static_cast<int>(document_.size()))};
+        ensure(bytes != nullptr);
+        BioPtr const content{BIO_new(BIO_f_buffer())};
         ensure(content != nullptr);
-        if (CMS_verify(cms_.get(), nullptr, store.get(), content.get(), nullptr, CMS_BINARY) == 1) {
+        BIO_push(content.get(), bytes.get());
+        bool const verified = CMS_verify(cms_.get(), nullptr, store.get(), content.get(), nullptr, CMS_BINARY) == 1;
+        BIO_pop(content.get());  // each BioPtr frees its own BIO
+        if (verified) {
             trust_.remember(std::move(key));
             return true;
         }
