@@ -9,7 +9,19 @@ DEPS := g++ cmake make pkg-config git openssl curl sqlite3 ca-certificates \
         libspdlog-dev libcli11-dev libsystemd-dev catch2 \
         systemd dpkg-dev file
 
-.PHONY: deps build test run asan clean
+# Only `make fuzz` needs these: clang and its libFuzzer/sanitizer runtimes.
+FUZZ_DEPS := clang libclang-rt-14-dev
+FUZZ_BUILD_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := posture router policy agreement_document agreement_verify identity audit_chain
+FUZZ_DICT_posture := fuzz/dict/json.dict
+FUZZ_DICT_router := fuzz/dict/http.dict
+FUZZ_DICT_policy := fuzz/dict/yaml.dict
+FUZZ_DICT_agreement_document := fuzz/dict/agreement.dict
+FUZZ_DICT_agreement_verify := fuzz/dict/agreement.dict
+FUZZ_DICT_audit_chain := fuzz/dict/json.dict
+
+.PHONY: deps build test run asan fuzz fuzz-build clean
 
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -34,5 +46,25 @@ run: build
 asan:
 	$(MAKE) test BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_FLAGS=-DEXEMPTD_ENABLE_SANITIZERS=ON
 
+# Builds the fuzz targets with clang, libFuzzer, ASan and UBSan, and runs each for FUZZ_SECONDS
+# (niced, one after another) on its seeds in fuzz/corpus/<target>; `make fuzz-run-router` runs one.
+# New inputs go to $(FUZZ_BUILD_DIR)/corpus/<target> and crashes to $(FUZZ_BUILD_DIR)/artifacts/,
+# so the committed seeds only change on purpose.
+fuzz: fuzz-build
+	set -e; for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory fuzz-run-$$t; done
+
+fuzz-build:
+	$(MAKE) deps DEPS="$(DEPS) $(FUZZ_DEPS)"
+	cmake -S . -B $(FUZZ_BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+	  -DEXEMPTD_BUILD_FUZZERS=ON -DEXEMPTD_ENABLE_SANITIZERS=ON -DEXEMPTD_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+	cmake --build $(FUZZ_BUILD_DIR) -j2 --target fuzzers
+
+fuzz-run-%:
+	mkdir -p $(FUZZ_BUILD_DIR)/corpus/$* $(FUZZ_BUILD_DIR)/artifacts
+	@echo "== fuzz_$* for $(FUZZ_SECONDS) s"
+	nice -n 10 $(FUZZ_BUILD_DIR)/fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -timeout=30 -print_final_stats=1 \
+	  $(if $(FUZZ_DICT_$*),-dict=$(FUZZ_DICT_$*)) -artifact_prefix=$(FUZZ_BUILD_DIR)/artifacts/$*- \
+	  $(FUZZ_BUILD_DIR)/corpus/$* fuzz/corpus/$*
+
 clean:
-	rm -rf $(BUILD_DIR) build-asan
+	rm -rf $(BUILD_DIR) build-asan $(FUZZ_BUILD_DIR)

@@ -11,6 +11,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <ctime>
 #include <mutex>
 #include <new>
+#include <sstream>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -169,19 +171,45 @@ std::string quoted(std::string_view text)
     return "'" + std::string(text.substr(0, cut)) + "…'";
 }
 
+// Follows the parse without building anything, to count documents.
+class DocumentCounter final : public YAML::EventHandler {
+public:
+    void OnDocumentStart(YAML::Mark const&) override {}
+    void OnDocumentEnd() override {}
+    void OnNull(YAML::Mark const&, YAML::anchor_t) override {}
+    void OnAlias(YAML::Mark const&, YAML::anchor_t) override {}
+    void OnScalar(YAML::Mark const&, std::string const&, YAML::anchor_t, std::string const&) override {}
+    void OnSequenceStart(YAML::Mark const&, std::string const&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(YAML::Mark const&, std::string const&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+};
+
+// How many YAML documents `text` holds, counting no further than two. YAML::LoadAll is not used:
+// in yaml-cpp 0.7 it never returns for some malformed text (",%" yields empty documents without
+// end, allocating as it goes). Throws YAML::Exception for a syntax error in those documents.
+int count_documents(std::string const& text)
+{
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    DocumentCounter counter;
+    int documents = 0;
+    while (documents < 2 && parser.HandleNextDocument(counter)) ++documents;
+    return documents;
+}
+
 // Loads the one YAML mapping of the document into `map`; answers why not, or "".
 std::string load_mapping(std::string_view text, YAML::Node& map)
 {
-    std::vector<YAML::Node> documents;
+    std::string const yaml(text);
     try {
-        documents = YAML::LoadAll(std::string(text));
+        if (count_documents(yaml) != 1) return "The agreement document must be a single YAML mapping.";
+        map = YAML::Load(yaml);
     } catch (YAML::Exception const& e) {
         std::string const where = e.mark.is_null() ? "" : " (line " + std::to_string(e.mark.line + 1) + ")";
         return "The agreement document is not valid YAML" + where + ": " + e.msg + ".";
     }
-    if (documents.size() != 1 || !documents.front().IsMap())
-        return "The agreement document must be a single YAML mapping.";
-    map = documents.front();
+    if (!map.IsMap()) return "The agreement document must be a single YAML mapping.";
     return {};
 }
 
@@ -601,9 +629,16 @@ private:
         std::string key = out_.document_sha256 + sha256_hex(signature_);
         if (trust_.cached(key)) return true;
         StorePtr const store = store_at(trust_, *out_.signed_at);
-        BioPtr const content{BIO_new_mem_buf(document_.data(), static_cast<int>(document_.size()))};
+        // The bytes go in behind a buffering BIO: handed a memory BIO, OpenSSL 3.0 copies it into a
+        // temporary one that it leaks when the SignedData lists a digest it cannot set up.
+        BioPtr const bytes{BIO_new_mem_buf(document_.data(), static_cast<int>(document_.size()))};
+        ensure(bytes != nullptr);
+        BioPtr const content{BIO_new(BIO_f_buffer())};
         ensure(content != nullptr);
-        if (CMS_verify(cms_.get(), nullptr, store.get(), content.get(), nullptr, CMS_BINARY) == 1) {
+        BIO_push(content.get(), bytes.get());
+        bool const verified = CMS_verify(cms_.get(), nullptr, store.get(), content.get(), nullptr, CMS_BINARY) == 1;
+        BIO_pop(content.get());  // each BioPtr frees its own BIO
+        if (verified) {
             trust_.remember(std::move(key));
             return true;
         }

@@ -8,6 +8,7 @@
 #include <boost/json/serialize.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 #include <future>
 #include <vector>
@@ -70,6 +71,14 @@ boost::system::result<Route, ApiError> resolve_device(std::string_view method,
     return unknown_route();
 }
 
+// An id from the request path as an error message may quote it. Answers are JSON, which must be
+// UTF-8, and a request target may carry any byte from 0x80 up, so only printable ASCII is quoted.
+std::string path_id_for_message(std::string_view id)
+{
+    bool const printable = std::all_of(id.begin(), id.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+    return printable ? std::string(id) : std::string("with that id");
+}
+
 bool is_exemption_id(std::string_view id)
 {
     return id.size() >= 9 && id.size() <= 16 && id.starts_with("EX-") &&
@@ -86,7 +95,7 @@ boost::system::result<Route, ApiError> resolve_exemption(std::string_view method
         if (method == "GET") return Route{Action::exemption_list, {}, std::string(query), {}};
         return method_not_allowed();
     }
-    if (!is_exemption_id(parts[2])) return api_error(404, "not_found", "No exemption " + std::string(parts[2]) + " exists.");
+    if (!is_exemption_id(parts[2])) return api_error(404, "not_found", "No exemption " + path_id_for_message(parts[2]) + " exists.");
     std::string const id(parts[2]);
     if (parts.size() == 3) {
         if (method != "GET") return method_not_allowed();
@@ -678,7 +687,7 @@ HttpResponse Router::agreement_show(std::string const& id) const
 {
     auto found = store_.get_agreement(id);
     if (!found && found.error() == Errc::not_found)
-        return error_response(api_error(404, "not_found", "No agreement " + id + " exists."));
+        return error_response(api_error(404, "not_found", "No agreement " + path_id_for_message(id) + " exists."));
     if (!found) return error_response(storage_error(found.error()));
     return json_response(200, agreement_to_json(*found));
 }

@@ -148,9 +148,9 @@ TEST_CASE("gsettings answers give the screen lock delay", "[posture]")
 TEST_CASE("dpkg.log gives the time of the last package upgrade", "[posture]")
 {
     using namespace std::chrono;
-    auto const last = last_dpkg_upgrade(fixture("dpkg.log"));
-    REQUIRE(last);
-    CHECK(*last == local_days{2026y / November / 20} + 10h);
+    auto const upgraded = last_dpkg_upgrade(fixture("dpkg.log"));
+    REQUIRE(upgraded);
+    CHECK(*upgraded == local_days{2026y / November / 20} + 10h);
     CHECK_FALSE(last_dpkg_upgrade("2026-11-15 14:00:00 install htop:amd64 <none> 3.2.2-2\n"));
     CHECK_FALSE(last_dpkg_upgrade("2026-13-40 10:00:00 upgrade openssl:amd64 1 2\n"));
     CHECK_FALSE(last_dpkg_upgrade(""));
