@@ -5,7 +5,8 @@
 //
 // MODE is one of
 //   seed       enrolls every device and gives each "exempted" one an approved OS-01 exemption
-//              (--admin-cert/--admin-key request, --approver-cert/--approver-key approve)
+//              (--admin-cert/--admin-key request, --approver-cert/--approver-key approve);
+//              --no-enroll seeds only the exemptions, for devices bulk-imported before
 //   keepalive  N connections, each with its own device certificate, closed loop: a check-in,
 //              wait for the answer, the next one, for --duration seconds
 //   handshake  one check-in per connection, a full TLS handshake each time (N in parallel)
@@ -150,6 +151,7 @@ struct Options {
     double rate = 0;       // fleet: check-ins per second for the whole fleet (sets interval)
     double timeout = 30;   // a request (and its connection set-up) unanswered after this fails
     bool is_static = false;
+    bool no_enroll = false;  // seed: exemptions only (the devices were imported)
 };
 
 Options parse_options(int argc, char** argv)
@@ -179,6 +181,7 @@ Options parse_options(int argc, char** argv)
     app.add_option("--interval", o.interval, "fleet: seconds between one device's check-ins");
     app.add_option("--rate", o.rate, "fleet: check-ins per second for the whole fleet");
     app.add_option("--timeout", o.timeout, "seconds before an unanswered request fails (default 30)");
+    app.add_flag("--no-enroll", o.no_enroll, "seed: only the exemptions, for devices already enrolled (bulk import)");
     app.add_flag("--static", o.is_static, "the server is a static responder (nginx): no basis check, any 200 counts");
     try {
         app.parse(argc, argv);
@@ -1134,7 +1137,8 @@ std::vector<SeedItem> seed_requests(Options const& o, std::vector<Kind> const& k
     std::vector<SeedItem> items;
     for (std::size_t i = 0; i < kinds.size(); ++i) {
         auto const id = device_id(i);
-        items.push_back({http_request("PUT", "/v1/devices/" + id + "/enrollment", o.sni, enrollment_body()), i, false});
+        if (!o.no_enroll)
+            items.push_back({http_request("PUT", "/v1/devices/" + id + "/enrollment", o.sni, enrollment_body()), i, false});
         if (kinds[i] == Kind::exempted)
             items.push_back({http_request("POST", "/v1/exemptions", o.sni, exemption_body(id)), i, true});
     }
@@ -1167,7 +1171,8 @@ int run_seed(Options const& o, std::vector<Kind> const& kinds)
         approvals.items.push_back({http_request("POST", "/v1/exemptions/" + id + "/approve", o.sni,
                                                 R"({"note": "approved by exemptd-loadgen seed"})"), 0, false});
     if (!approvals.items.empty()) failed += seed_phase(o, approvals, "approvals");
-    std::printf("seed: %zu devices enrolled, %zu exemptions approved\n", kinds.size(), approvals.items.size());
+    std::printf("seed: %zu devices enrolled, %zu exemptions approved\n", o.no_enroll ? 0 : kinds.size(),
+                approvals.items.size());
     return failed == 0 ? 0 : 1;
 }
 

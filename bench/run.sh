@@ -21,10 +21,13 @@
 #   PERF [0]: 1 records `perf record -g` of exemptd during its keep-alive run (perf.data kept
 #   in PERF_OUT [./exemptd-keepalive.perf.data])
 #   KEEP_TMP [0]: 1 keeps the temporary folder (configs, logs, database)
+#   SCALE [0]: 1 runs bench/scale.sh instead (1,000 vs 1,000,000 imported devices; its own
+#   environment, see there)
 set -euo pipefail
 
 SOURCE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="$(cd "${1:-$SOURCE_DIR/build}" && pwd)"
+[[ "${SCALE:-0}" != 1 ]] || exec "$SOURCE_DIR/bench/scale.sh" "$BUILD_DIR"
 CONNECTIONS="${CONNECTIONS:-64}"
 DURATION="${DURATION:-10}"
 THREADS="${THREADS:-1}"

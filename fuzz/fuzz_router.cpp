@@ -105,17 +105,19 @@ void run_request(exemptd::daemon::Router const& router, std::string_view raw)
     std::string target(kFamilies[(header >> 3) & 7U]);
     if (space != std::string_view::npos) target += line.substr(space + 1);
 
-    auto const refusal = router.precheck(client, method, target);
+    auto const admitted = router.admit(client, method, target);
     std::string const what = method + " " + target;
-    if (refusal) {
-        check_response(*refusal, what);
-        if (refusal->status < 400) fail("precheck refused with a success status (" + what + ")");
+    if (!admitted) {
+        auto const refusal = exemptd::daemon::error_response(admitted.error());
+        check_response(refusal, what);
+        if (refusal.status < 400) fail("admit refused with a success status (" + what + ")");
         // handle() must refuse the same request line in the same way.
         auto const handled = router.handle(client, HttpRequest{method, target, body});
-        if (handled.status != refusal->status) fail("precheck and handle disagree (" + what + ")");
+        if (handled.status != refusal.status) fail("admit and handle disagree (" + what + ")");
         return;
     }
-    check_response(router.handle(client, HttpRequest{std::move(method), std::move(target), std::move(body)}), what);
+    // As the server does: the admitted route, then its handler.
+    check_response(router.handle(client, *admitted, body), what);
 }
 
 }  // namespace

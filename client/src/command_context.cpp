@@ -34,11 +34,12 @@ Reply<HttpsClient*> CommandContext::client()
     return client_.get();
 }
 
-Reply<HttpResponse> CommandContext::call(std::string_view method, std::string const& target, std::string_view body)
+Reply<HttpResponse> CommandContext::call(std::string_view method, std::string const& target, std::string_view body,
+                                         std::string_view content_type)
 {
     auto client = this->client();
     if (!client) return client.error();
-    auto answer = (*client)->request(method, target, body);
+    auto answer = (*client)->request(method, target, body, content_type);
     if (!answer) return Reported{fail(answer.error().message)};
     int const code = exemptctl_exit_code(answer->status);
     if (code == 0) return std::move(*answer);

@@ -55,7 +55,8 @@ public:
     // with the exit code: 1 for a refusal (4xx but 400), 2 for missing settings, a connection
     // error, 400 or 5xx.
     [[nodiscard]] Reply<HttpResponse> call(std::string_view method, std::string const& target,
-                                           std::string_view body = {});
+                                           std::string_view body = {},
+                                           std::string_view content_type = "application/json");
 
     // Prints "exemptctl: <message>" and returns 2: for bad usage found before anything was sent,
     // missing settings, a connection error or an answer the tool cannot read.

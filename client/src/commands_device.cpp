@@ -1,16 +1,22 @@
-// exemptctl device enroll|unenroll|list|show
+// exemptctl device enroll|unenroll|list|show|import
+#include "api_answer.hpp"
 #include "command_context.hpp"
 #include "commands.hpp"
 #include "device_view.hpp"
 
 #include "exemptd/identity.hpp"
+#include "exemptd/mdm_import.hpp"
+#include "file_util.hpp"
 
 #include <CLI/CLI.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 
 namespace exemptd::client {
@@ -116,6 +122,105 @@ void add_show(CLI::App& device, CommandContext& ctx)
     cmd->callback([&ctx, options] { ctx.exit_code = run_show(ctx, *options); });
 }
 
+
+struct ImportOptions {
+    std::string file;
+    std::size_t rows_per_request = 50'000;
+};
+
+// The counts of one import answer, or the sum of several.
+struct ImportCounts {
+    std::int64_t created = 0;
+    std::int64_t changed = 0;
+    std::int64_t unchanged = 0;
+    std::int64_t rows = 0;
+};
+
+ClientResult<ImportCounts> import_counts_from_body(std::string_view body)
+{
+    auto value = parse_answer_json(body);
+    if (!value) return value.error();
+    auto const* object = value->if_object();
+    ImportCounts counts;
+    std::pair<char const*, std::int64_t*> const fields[] = {
+        {"created", &counts.created}, {"changed", &counts.changed}, {"unchanged", &counts.unchanged}, {"rows", &counts.rows}};
+    for (auto const& [key, slot] : fields) {
+        auto const* field = object != nullptr ? object->if_contains(key) : nullptr;
+        if (field == nullptr || !field->is_int64()) return client_error(std::string("the import answer has no ") + key + " count");
+        *slot = field->get_int64();
+    }
+    return counts;
+}
+
+std::string format_counts(ImportCounts const& c)
+{
+    std::ostringstream out;
+    out << c.rows << " rows: " << c.created << " created, " << c.changed << " changed, " << c.unchanged << " unchanged";
+    return out.str();
+}
+
+// A file refused before anything is sent, with the exit code the daemon's refusal would give.
+int refuse_file(CommandContext& ctx, std::string const& file, ApiError const& error)
+{
+    ctx.err() << kExemptctl << ": " << error.code << ": " << file << ": " << error.message << "\n";
+    return exemptctl_exit_code(error.status);
+}
+
+void print_import_totals(CommandContext& ctx, ImportCounts const& total, std::size_t requests)
+{
+    if (ctx.options().json) {
+        ctx.out() << boost::json::serialize(boost::json::object{{"created", total.created}, {"changed", total.changed},
+                                                                {"unchanged", total.unchanged}, {"rows", total.rows},
+                                                                {"requests", requests}})
+                  << "\n";
+        return;
+    }
+    ctx.out() << "imported " << format_counts(total) << " (" << requests << (requests == 1 ? " request" : " requests") << ")\n";
+}
+
+// The whole file is checked first with the daemon's own rules, so that a bad row near the end
+// cannot leave the earlier requests applied; each request is then an all-or-nothing import.
+int run_import(CommandContext& ctx, ImportOptions const& options)
+{
+    auto text = read_file(options.file);
+    if (!text) return ctx.fail(text.error().message);
+    if (auto rows = parse_mdm_csv(*text, std::numeric_limits<std::size_t>::max()); !rows)
+        return refuse_file(ctx, options.file, rows.error());
+    auto chunks = chunk_csv(*text, options.rows_per_request);
+    if (!chunks) return refuse_file(ctx, options.file, chunks.error());
+    ImportCounts total;
+    for (std::size_t i = 0; i < chunks->size(); ++i) {
+        auto const& chunk = (*chunks)[i];
+        std::string const where = "request " + std::to_string(i + 1) + "/" + std::to_string(chunks->size()) + " (lines " +
+                                  std::to_string(chunk.first_line) + "-" + std::to_string(chunk.last_line) + ")";
+        auto answer = ctx.call("POST", "/v1/devices/import", chunk.text, "text/csv");
+        auto counts = answer ? import_counts_from_body(answer->body) : ClientResult<ImportCounts>(client_error(""));
+        if (!counts) {
+            if (answer) (void)ctx.fail(counts.error().message);
+            ctx.err() << kExemptctl << ": import stopped at " << where << "; the requests before it were applied ("
+                      << format_counts(total) << "); running the same file again is safe\n";
+            return answer ? 2 : answer.error().exit_code;
+        }
+        total = {total.created + counts->created, total.changed + counts->changed,
+                 total.unchanged + counts->unchanged, total.rows + counts->rows};
+        if (chunks->size() > 1) ctx.err() << kExemptctl << ": " << where << ": " << format_counts(*counts) << "\n";
+    }
+    print_import_totals(ctx, total, chunks->size());
+    return 0;
+}
+
+void add_import(CLI::App& device, CommandContext& ctx)
+{
+    auto options = std::make_shared<ImportOptions>();
+    auto* cmd = device.add_subcommand(
+        "import", "Import enrollments from an MDM export (CSV with the header device_id,enrolled,owner,source)");
+    cmd->add_option("FILE", options->file, "The CSV file")->required();
+    cmd->add_option("--rows-per-request", options->rows_per_request,
+                    "Rows per request; each request is imported all or nothing")
+        ->check(CLI::Range(std::size_t{1}, kMaxImportRows))
+        ->capture_default_str();
+    cmd->callback([&ctx, options] { ctx.exit_code = run_import(ctx, *options); });
+}
 }  // namespace
 
 void add_device_commands(CLI::App& app, CommandContext& ctx)
@@ -126,6 +231,7 @@ void add_device_commands(CLI::App& app, CommandContext& ctx)
     add_unenroll(*device, ctx);
     add_list(*device, ctx);
     add_show(*device, ctx);
+    add_import(*device, ctx);
 }
 
 }  // namespace exemptd::client

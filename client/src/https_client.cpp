@@ -219,14 +219,15 @@ struct HttpsClient::Impl {
         return ClientError{ec, "cannot connect to " + settings.server + ": " + where + reason};
     }
 
-    Request make_request(http::verb verb, std::string_view target, std::string_view body) const
+    Request make_request(http::verb verb, std::string_view target, std::string_view body,
+                         std::string_view content_type) const
     {
         Request req{verb, target, 11};
         req.set(http::field::host, host_header(address));
         req.set(http::field::user_agent, user_agent);
         req.set(http::field::accept, "application/json");
         if (!body.empty()) {
-            req.set(http::field::content_type, "application/json");
+            req.set(http::field::content_type, content_type);
             req.body() = body;
         }
         req.keep_alive(true);
@@ -332,11 +333,11 @@ ClientResult<std::unique_ptr<HttpsClient>> HttpsClient::create(ConnectionSetting
 }
 
 ClientResult<HttpResponse> HttpsClient::request(std::string_view method, std::string_view target,
-                                                std::string_view body)
+                                                std::string_view body, std::string_view content_type)
 {
     auto const verb = http::string_to_verb(method);
     if (verb == http::verb::unknown) return client_error("unknown HTTP method " + std::string(method));
-    auto const req = impl_->make_request(verb, target, body);
+    auto const req = impl_->make_request(verb, target, body, content_type);
     ClientResult<HttpResponse> answer = client_error("no answer");
     try {
         run_to_completion(impl_->ioc, [this, &req, &answer]() -> net::awaitable<void> {

@@ -51,12 +51,13 @@ public:
     HttpsClient(HttpsClient&&) = delete;
     HttpsClient& operator=(HttpsClient&&) = delete;
 
-    // Sends one request (`body`, when not empty, as application/json) and waits for the answer.
+    // Sends one request (`body`, when not empty, as `content_type`) and waits for the answer.
     // Connect, handshake and each exchange time out after about 10 s. A request on a reused
     // connection that the server had already closed is sent again once on a new connection. Fails
     // with "cannot connect to URL: reason" when no answer arrives; any HTTP status is a success.
     [[nodiscard]] ClientResult<HttpResponse> request(std::string_view method, std::string_view target,
-                                                     std::string_view body = {});
+                                                     std::string_view body = {},
+                                                     std::string_view content_type = "application/json");
 
 private:
     struct Impl;

@@ -529,6 +529,8 @@ public:
     void check_in_async(PostureReport report, Evaluate evaluate, TimePoint now, std::chrono::seconds nonce_ttl,
                         CheckinDone done) override;
     Result<void> backup(std::string const& destination) const override;
+    Result<ImportOutcome> import_enrollments(std::vector<EnrollmentRow> const& rows, ImportAudit const& audit,
+                                             Evaluate const& evaluate) override;
 
 private:
     // Runs `job` in the next group commit and waits for it; `relaxed` allows the commit to skip
@@ -1148,6 +1150,69 @@ Result<void> backup_sqlite_database(std::string const& path, std::string const& 
         spdlog::error("event=backup_failed source=\"{}\" code={} reason=\"{}\"", path, f.code, f.message);
         return boost::system::error_code{f.code, sqlite_category()};
     }
+}
+
+namespace {
+
+enum class RowEffect { created, changed, unchanged };
+
+// Records one import row where it differs from the registry. `checked_in` tells whether the
+// device has reported facts, that is whether it has a decision that the enrollment feeds.
+RowEffect apply_import_row(Connection& db, EnrollmentRow const& row, ImportAudit const& audit, bool& checked_in)
+{
+    auto& current = db.prepare("SELECT enrolled, owner, source, last_checkin FROM devices WHERE device_id = ?1");
+    bool const known = current.bind(1, row.device_id).step();
+    bool const registered = known && !current.is_null(0);
+    checked_in = known && !current.is_null(3);
+    bool const same = registered && (current.integer(0) != 0) == row.enrolled && current.text(1) == row.owner &&
+                      current.text(2) == row.source;
+    current.reset();
+    if (same) return RowEffect::unchanged;
+    db.prepare("INSERT INTO devices (device_id, enrolled, owner, source, enrollment_updated_at, "
+               "enrollment_updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+               "ON CONFLICT (device_id) DO UPDATE SET enrolled = ?2, owner = ?3, source = ?4, "
+               "enrollment_updated_at = ?5, enrollment_updated_by = ?6")
+        .bind(1, row.device_id).bind(2, std::int64_t{row.enrolled}).bind(3, row.owner).bind(4, row.source)
+        .bind(5, seconds_of(audit.at)).bind(6, audit.actor)
+        .run();
+    return registered ? RowEffect::changed : RowEffect::created;
+}
+
+std::string import_details(ImportOutcome const& o, ImportAudit const& audit)
+{
+    boost::json::object const details{{"rows", o.rows},           {"created", o.created},
+                                      {"changed", o.changed},     {"unchanged", o.unchanged},
+                                      {"reevaluated", o.reevaluated}, {"sha256", audit.file_sha256}};
+    return boost::json::serialize(details);
+}
+
+}  // namespace
+
+// One job of the group commit, so all or nothing: the statements are prepared once and reused
+// for every row. The import's audit record comes before the decision changes it causes.
+Result<ImportOutcome> SqliteStore::import_enrollments(std::vector<EnrollmentRow> const& rows, ImportAudit const& audit,
+                                                      Evaluate const& evaluate)
+{
+    ImportOutcome outcome;
+    bool const committed = write([&](Connection& db) {
+        outcome = ImportOutcome{static_cast<std::int64_t>(rows.size())};
+        std::vector<std::string const*> refresh;
+        for (auto const& row : rows) {
+            bool checked_in = false;
+            auto const effect = apply_import_row(db, row, audit, checked_in);
+            ++(effect == RowEffect::created ? outcome.created
+               : effect == RowEffect::changed ? outcome.changed
+                                              : outcome.unchanged);
+            if (effect != RowEffect::unchanged && checked_in) refresh.push_back(&row.device_id);
+        }
+        if (outcome.created + outcome.changed == 0) return true;  // nothing changed: nothing to audit
+        outcome.reevaluated = static_cast<std::int64_t>(refresh.size());
+        append_audit(db, {audit.at, audit.actor, "devices.imported", "devices", import_details(outcome, audit)});
+        for (auto const* id : refresh) refresh_decision(db, *id, evaluate, audit.at);
+        return true;
+    });
+    if (!committed) return make_error_code(Errc::storage_failure);
+    return outcome;
 }
 
 }  // namespace exemptd

@@ -4,6 +4,7 @@
 #include "explain.hpp"
 #include "exemptd/digest.hpp"
 #include "exemptd/json_reader.hpp"
+#include "exemptd/mdm_import.hpp"
 
 #include <boost/json/serialize.hpp>
 #include <spdlog/spdlog.h>
@@ -135,6 +136,9 @@ boost::system::result<Route, ApiError> resolve(std::string_view method, std::str
         return unknown_route();
     }
     if (parts[1] != "devices") return unknown_route();
+    // "import" is also a valid device id: GET /v1/devices/import still shows that device.
+    if (parts.size() == 3 && parts[2] == "import" && method == "POST")
+        return Route{Action::device_import, {}, std::string(query), {}};
     if (parts.size() == 2) {
         if (method != "GET") return method_not_allowed();
         return Route{Action::device_list, {}, std::string(query), {}};
@@ -163,6 +167,9 @@ std::optional<ApiError> authorize_role(ClientId const& client, Route const& rout
         return std::nullopt;
     case Action::device_enrollment:
         if (client.role != Role::admin) return forbidden("Only admins may change enrollment.");
+        return std::nullopt;
+    case Action::device_import:
+        if (client.role != Role::admin) return forbidden("Only admins may import enrollments.");
         return std::nullopt;
     case Action::exemption_list:
     case Action::exemption_show:
@@ -267,6 +274,7 @@ std::string_view action_name(Action action) noexcept
     case Action::agreement_show: return "agreement_show";
     case Action::audit_list: return "audit_list";
     case Action::audit_verify: return "audit_verify";
+    case Action::device_import: return "device_import";
     }
     return "unknown";
 }
@@ -302,8 +310,14 @@ boost::system::result<Route, ApiError> Router::admit(ClientId const& client, std
 
 HttpResponse Router::handle(ClientId const& client, Route const& route, std::string const& body) const
 {
+    return handle(client, route, body, {});
+}
+
+HttpResponse Router::handle(ClientId const& client, Route const& route, std::string const& body,
+                            std::string_view content_type) const
+{
     try {
-        return dispatch(client, route, body);
+        return dispatch(client, route, body, content_type);
     } catch (std::exception const& e) {
         // A bug, not a client error: answer 500 and keep serving.
         spdlog::error("event=handler_failed route={} reason=\"{}\"", action_name(route.action), e.what());
@@ -318,7 +332,8 @@ HttpResponse Router::handle(ClientId const& client, HttpRequest const& request) 
     return handle(client, *route, request.body);
 }
 
-HttpResponse Router::dispatch(ClientId const& client, Route const& route, std::string const& body) const
+HttpResponse Router::dispatch(ClientId const& client, Route const& route, std::string const& body,
+                              std::string_view content_type) const
 {
     switch (route.action) {
     case Action::checkin: return checkin(client, body);
@@ -335,6 +350,7 @@ HttpResponse Router::dispatch(ClientId const& client, Route const& route, std::s
     case Action::agreement_show: return agreement_show(route.id);
     case Action::audit_list: return audit_list(route.query);
     case Action::audit_verify: return audit_verify();
+    case Action::device_import: return device_import(client, content_type, body);
     }
     return error_response(unknown_route());
 }
@@ -780,6 +796,57 @@ HttpResponse Router::audit_verify() const
         body["checkpoint"] = nullptr;
     if (!check->ok) spdlog::error("event=audit_chain_broken first_bad_seq={} reason=\"{}\"", *check->first_bad_seq, check->reason);
     return json_response(200, body);
+}
+
+}  // namespace exemptd::daemon
+
+namespace exemptd::daemon {
+
+std::size_t Router::body_limit(Action action, std::size_t fallback) noexcept
+{
+    return action == Action::device_import ? std::max(fallback, kMaxImportBytes) : fallback;
+}
+
+std::size_t Router::largest_body_limit(std::size_t fallback) noexcept
+{
+    return std::max(fallback, kMaxImportBytes);
+}
+
+namespace {
+
+// text/csv, with or without parameters (charset=utf-8), in any case.
+bool is_csv(std::string_view content_type)
+{
+    auto const type = content_type.substr(0, content_type.find(';'));
+    auto const end = type.find_last_not_of(" \t");
+    auto const trimmed = end == std::string_view::npos ? std::string_view{} : type.substr(0, end + 1);
+    return trimmed.size() == 8 && std::equal(trimmed.begin(), trimmed.end(), "text/csv", [](char a, char b) {
+               return std::tolower(static_cast<unsigned char>(a)) == b;
+           });
+}
+
+}  // namespace
+
+// Every row is validated before anything is written; the store applies the rows in one
+// transaction and audits the import once.
+HttpResponse Router::device_import(ClientId const& client, std::string_view content_type, std::string const& body) const
+{
+    if (!is_csv(content_type))
+        return error_response(api_error(415, "unsupported_media_type",
+                                        "An import is a CSV file sent with Content-Type: text/csv."));
+    auto rows = parse_mdm_csv(body);
+    if (!rows) return error_response(rows.error());
+    auto const now = clock_();
+    ImportAudit const audit{client.email, now, sha256_hex(body)};
+    auto outcome = store_.import_enrollments(*rows, audit, evaluator(now));
+    if (!outcome) return error_response(storage_error(outcome.error()));
+    spdlog::info("event=devices_imported rows={} created={} changed={} unchanged={} reevaluated={} sha256={} actor={}",
+                 outcome->rows, outcome->created, outcome->changed, outcome->unchanged, outcome->reevaluated,
+                 audit.file_sha256, client.email);
+    return json_response(200, {{"created", outcome->created},
+                               {"changed", outcome->changed},
+                               {"unchanged", outcome->unchanged},
+                               {"rows", outcome->rows}});
 }
 
 }  // namespace exemptd::daemon

@@ -36,6 +36,11 @@ public:
     // Answers an admitted request. Never throws; every failure is an error response. Thread-safe.
     [[nodiscard]] HttpResponse handle(ClientId const& client, Route const& route, std::string const& body) const;
 
+    // As above, with the request's Content-Type header (which the bulk import checks).
+    // Thread-safe.
+    [[nodiscard]] HttpResponse handle(ClientId const& client, Route const& route, std::string const& body,
+                                      std::string_view content_type) const;
+
     using Answer = std::function<void(HttpResponse)>;
 
     // Answers an admitted POST /v1/checkin without waiting for the database: `done` is called at
@@ -45,6 +50,14 @@ public:
 
     // admit() then handle(), for callers that hold the whole request. Thread-safe.
     [[nodiscard]] HttpResponse handle(ClientId const& client, HttpRequest const& request) const;
+
+    // The largest request body the route may carry: `fallback` (the configured max_body_bytes)
+    // for every route but the bulk import, which takes kMaxImportBytes. Thread-safe.
+    [[nodiscard]] static std::size_t body_limit(Action action, std::size_t fallback) noexcept;
+
+    // The largest body limit of any route, for reading headers before the route is known.
+    // Thread-safe.
+    [[nodiscard]] static std::size_t largest_body_limit(std::size_t fallback) noexcept;
 
     // Replaces the agreement verifier (CA and CRL) used by later uploads; without one, uploads
     // answer 503. Thread-safe.
@@ -78,7 +91,8 @@ public:
     [[nodiscard]] Result<SweepResult> sweep() const;
 
 private:
-    [[nodiscard]] HttpResponse dispatch(ClientId const& client, Route const& route, std::string const& body) const;
+    [[nodiscard]] HttpResponse dispatch(ClientId const& client, Route const& route, std::string const& body,
+                                        std::string_view content_type) const;
     [[nodiscard]] HttpResponse checkin(ClientId const& client, std::string const& body) const;
     [[nodiscard]] HttpResponse device_decision(std::string const& device_id) const;
     [[nodiscard]] HttpResponse device_show(std::string const& device_id) const;
@@ -100,7 +114,8 @@ private:
     [[nodiscard]] HttpResponse exemption_show(std::string const& id) const;
     [[nodiscard]] HttpResponse exemption_change(ClientId const& client, std::string const& id, std::string_view verb,
                                                 std::string const& body) const;
-
+    [[nodiscard]] HttpResponse device_import(ClientId const& client, std::string_view content_type,
+                                             std::string const& body) const;
 
     std::atomic<std::shared_ptr<Policy const>> policy_;
     std::atomic<std::shared_ptr<AgreementVerifier const>> verifier_;

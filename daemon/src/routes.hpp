@@ -22,9 +22,10 @@ enum class Action {
     agreement_show,
     audit_list,
     audit_verify,
+    device_import,
 };
 
-inline constexpr std::size_t kActionCount = static_cast<std::size_t>(Action::audit_verify) + 1;
+inline constexpr std::size_t kActionCount = static_cast<std::size_t>(Action::device_import) + 1;
 
 // A stable label for metrics and logs: "checkin", "device_list", ...
 [[nodiscard]] std::string_view action_name(Action action) noexcept;

@@ -302,7 +302,9 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
     for (;;) {
         http::request_parser<http::string_body> parser;
         parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
-        parser.body_limit(limits.max_body_bytes);
+        // The route is not known yet: a declared Content-Length is checked against the route's own
+        // limit after admit().
+        parser.body_limit(Router::largest_body_limit(limits.max_body_bytes));
         slot.idle = buffer.size() == 0;
         if (stopping && slot.idle) break;
         lowest.expires_after(slot.idle ? limits.idle_timeout : limits.request_timeout);
@@ -325,6 +327,10 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
             auto admitted = router.admit(client, header.method_string(), header.target());
             if (admitted) route = std::move(*admitted);
             else refusal = error_response(admitted.error());
+            auto const body_limit = route ? Router::body_limit(route->action, limits.max_body_bytes) : limits.max_body_bytes;
+            parser.body_limit(body_limit);  // enforced on a chunked body as it is read
+            if (route && parser.content_length().value_or(0) > body_limit)
+                refusal = error_response(api_error(413, "body_too_large", "The request body is larger than the limit."));
         }
         if (refusal) {
             // The body (if any) stays unread, so the connection cannot carry another request.
@@ -354,11 +360,13 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
                 answer = co_await check_in(client, parser.get().body());
             } else {
                 answer = co_await run_on(handlers, [this, &client, &route, &parser] {
-                    return router.handle(client, *route, parser.get().body());
+                    return router.handle(client, *route, parser.get().body(),
+                                         parser.get()[http::field::content_type]);
                 });
             }
         }
         auto res = to_beast(answer, header.version(), keep_alive);
+        lowest.expires_after(limits.request_timeout);  // the handler's time (a large import) is not the write's
         auto [wec, wn] = co_await http::async_write(stream, res);
         metrics.observe_request(route->action, answer.status, std::chrono::steady_clock::now() - started);
         if (wec || !keep_alive) break;

@@ -143,6 +143,16 @@ wait_for_log() {
     fail "the daemon log never showed '$1'. $(daemon_log_tail)"
 }
 
+# wait_for_log_count ERE N — up to 10 s for N lines matching ERE in the daemon's log.
+wait_for_log_count() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        (($(grep -cE -- "$1" "$DAEMON_DIR/daemon.log" || true) >= $2)) && return 0
+        sleep 0.05
+    done
+    fail "the daemon log never showed $2 lines matching '$1'. $(daemon_log_tail)"
+}
+
 # A check-in whose body trickles in over about two seconds is still in flight when SIGTERM
 # arrives: it is answered, its write survives, and the daemon then exits 0.
 case_sigterm_finishes_the_request_in_flight() {
@@ -152,11 +162,16 @@ case_sigterm_finishes_the_request_in_flight() {
     nonce="$(new_nonce)"
     report="$(posture LAPTOP-0042 nonce="$nonce")"
     { printf '%s' "$report"; printf '%*s' 4000 ''; } >"$TEST_TMP/slow.json"
+    local connected
+    connected="$(grep -c 'event=connected.*endpoint-LAPTOP-0042' "$DAEMON_DIR/daemon.log" || true)"
     curl_as endpoint-LAPTOP-0042 --limit-rate 2K -o "$TEST_TMP/slow.out" -w '%{http_code}' \
         -H 'Content-Type: application/json' --data-binary "@$TEST_TMP/slow.json" \
         "$(api_url /v1/checkin)" >"$TEST_TMP/slow.status" 2>&1 &
     local slow=$!
-    sleep 0.7
+    # The request is in flight once its connection is up and its headers sent (a connection that
+    # has sent nothing yet counts as idle, and SIGTERM closes idle ones).
+    wait_for_log_count 'event=connected.*endpoint-LAPTOP-0042' $((connected + 1))
+    sleep 0.5
     kill -TERM "$DAEMON_PID"
     wait "$slow" || true
     assert_eq 200 "$(cat "$TEST_TMP/slow.status")" "the in-flight check-in's status"
