@@ -178,6 +178,7 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     Metrics metrics(store.get());
     Router router(std::make_shared<Policy const>(std::move(*policy)), *store, metrics);
     if (!load_agreement_verifier(*config, router)) return 1;
+    router.set_checkin_rate(config->limits.checkin_rate_per_minute);
     ServerOptions options;
     options.listen = config->listen;
     options.metrics_listen = config->metrics_listen;

@@ -91,6 +91,7 @@ Response to_beast(HttpResponse const& r, unsigned version, bool keep_alive)
     res.set(http::field::content_type, r.content_type);
     res.set(http::field::cache_control, "no-store");
     res.keep_alive(keep_alive);
+    if (r.retry_after_seconds > 0) res.set(http::field::retry_after, std::to_string(r.retry_after_seconds));
     res.body() = r.body;
     res.prepare_payload();
     return res;
