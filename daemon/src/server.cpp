@@ -198,14 +198,14 @@ struct Server::Impl {
     std::vector<std::unique_ptr<Worker>> workers;
     net::thread_pool handlers{static_cast<std::size_t>(std::max(1, options.handler_threads))};
     std::size_t next = 0;
+    ConnectionGate gate{options.limits.max_connections, options.limits.max_connections_per_address};
+    WarnThrottle refusal_warnings;  // accept loop only
+    WarnThrottle accept_warnings;   // accept loop only
     std::optional<Acceptor> api_acceptor;
     std::optional<Acceptor> metrics_acceptor;
     std::optional<net::signal_set> signals;
     std::atomic<bool> stopping{false};
     std::atomic<int> active_sessions{0};
-    ConnectionGate gate{options.limits.max_connections, options.limits.max_connections_per_address};
-    WarnThrottle refusal_warnings;  // accept loop only
-    WarnThrottle accept_warnings;   // accept loop only
 };
 
 namespace {
