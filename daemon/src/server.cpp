@@ -426,12 +426,6 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
         lowest.expires_after(limits.request_timeout);  // the answer has its own time to be written
         auto [wec, wn] = co_await http::async_write(stream, res);
         metrics.observe_request(route->action, answer.status, std::chrono::steady_clock::now() - started);
-        if (bec == http::error::body_limit) {
-            // The rest of the body is still coming. A TLS shutdown would read (and discard) it
-            // until the peer's close_notify; read a bounded amount instead, then close.
-            co_await drain_and_close(lowest, limits.max_body_bytes);
-            co_return;
-        }
         if (wec || !keep_alive) break;
     }
     lowest.expires_after(kShutdownTimeout);
