@@ -4,6 +4,7 @@
 // thousands from one process.
 //
 //   exemptd-hold-connections PORT COUNT HOLD_SECONDS [CA CERT KEY]
+//   exemptd-hold-connections upload PORT CA CERT KEY HEAD_FILE BODY_BYTES
 //
 // Opens COUNT TCP connections to 127.0.0.1:PORT one after the other; with CA, CERT and KEY it
 // also completes a TLS handshake on each (a refused or closed one counts as failed). Prints
@@ -24,6 +25,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
+#include <algorithm>
 #include <vector>
 
 namespace {
@@ -33,10 +36,11 @@ struct Connection {
     SSL* ssl = nullptr;
 };
 
-int connect_to(int port)
+int connect_to(int port, int send_buffer = 0)
 {
     int const fd = ::socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return -1;
+    if (send_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer);
     timeval timeout{5, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
@@ -82,10 +86,53 @@ void wait_for(int seconds)
     while (g_release == 0 && std::chrono::steady_clock::now() < until) ::usleep(50'000);
 }
 
+int upload(int argc, char** argv)
+{
+    if (argc != 8) {
+        std::fprintf(stderr, "usage: %s upload PORT CA CERT KEY HEAD_FILE BODY_BYTES\n", argv[0]);
+        return 2;
+    }
+    SSL_CTX* ctx = client_context(argv[3], argv[4], argv[5]);
+    std::FILE* head_file = std::fopen(argv[6], "rb");
+    if (ctx == nullptr || head_file == nullptr) {
+        std::fprintf(stderr, "cannot load the client certificate, key, CA or head file\n");
+        return 2;
+    }
+    std::string head(65536, '\0');
+    head.resize(std::fread(head.data(), 1, head.size(), head_file));
+    std::fclose(head_file);
+    long long const body_bytes = std::atoll(argv[7]);
+    int const fd = connect_to(std::atoi(argv[2]), 8192);
+    SSL* ssl = fd < 0 ? nullptr : SSL_new(ctx);
+    if (ssl == nullptr || (SSL_set_fd(ssl, fd), SSL_connect(ssl)) != 1) {
+        std::printf("sent=0 status=000\n");
+        return 0;
+    }
+    long long sent = 0;
+    if (SSL_write(ssl, head.data(), static_cast<int>(head.size())) == static_cast<int>(head.size())) {
+        std::string const chunk(16384, 'x');
+        while (sent < body_bytes) {
+            int const n = static_cast<int>(std::min<long long>(static_cast<long long>(chunk.size()), body_bytes - sent));
+            if (SSL_write(ssl, chunk.data(), n) != n) break;
+            sent += n;
+        }
+    }
+    char answer[13] = {};
+    int const got = SSL_read(ssl, answer, 12);
+    std::string const status = got == 12 && std::string_view(answer, 5) == "HTTP/" ? std::string(answer + 9, 3) : "000";
+    std::printf("sent=%lld status=%s\n", sent, status.c_str());
+    SSL_free(ssl);
+    ::close(fd);
+    SSL_CTX_free(ctx);
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv)
 {
+    std::signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && std::string_view(argv[1]) == "upload") return upload(argc, argv);
     if (argc != 4 && argc != 7) {
         std::fprintf(stderr, "usage: %s PORT COUNT HOLD_SECONDS [CA CERT KEY]\n", argv[0]);
         return 2;
@@ -94,7 +141,6 @@ int main(int argc, char** argv)
     int const count = std::atoi(argv[2]);
     int const hold = std::atoi(argv[3]);
     std::signal(SIGUSR1, [](int) { g_release = 1; });
-    std::signal(SIGPIPE, SIG_IGN);
     rlimit fds{};
     if (::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur < fds.rlim_max) {
         fds.rlim_cur = fds.rlim_max;
