@@ -515,13 +515,17 @@ start_daemon "$SMALL_DIR"
 run_case "connections above max_connections_per_address are closed at once" case_flood_above_max_connections_per_address
 stop_daemon || CASES_FAILED+=("the small daemon stops cleanly")
 
-# A daemon limited to 64 file descriptors, through a wrapper that lowers the limit first.
+# A daemon limited to 64 file descriptors (soft and hard, so it cannot raise them), through a
+# wrapper that lowers the limit and execs the real binary. EXEMPTD_BIN goes back to the real
+# binary at once: cleanup stops only processes running it.
 printf '#!/usr/bin/env bash\nulimit -n 64 || exit 1\nexec "%s" "$@"\n' "$EXEMPTD_BIN" >"$TEST_TMP/exemptd-64fds"
 chmod +x "$TEST_TMP/exemptd-64fds"
+REAL_EXEMPTD_BIN="$EXEMPTD_BIN"
 EXEMPTD_BIN="$TEST_TMP/exemptd-64fds"
 FDS_DIR="$TEST_TMP/fds"
 write_config "$FDS_DIR/exemptd.yaml" "threads: 1" "handler_threads: 2" "limits: {handshake_timeout_seconds: 3}"
 start_daemon "$FDS_DIR"
+EXEMPTD_BIN="$REAL_EXEMPTD_BIN"
 run_case "out of file descriptors, failed accepts are retried without spinning or flooding the log" \
     case_accept_failures_are_throttled
 finish
