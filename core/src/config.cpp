@@ -44,7 +44,8 @@ void read_tls(YAML::Node const& tls, std::filesystem::path const& base, DaemonCo
 void read_limits(YAML::Node const& limits, DaemonConfig& config)
 {
     expect_keys(limits, "limits", {"max_body_bytes", "max_header_bytes", "handshake_timeout_seconds",
-                                   "request_timeout_seconds", "idle_timeout_seconds"});
+                                   "request_timeout_seconds", "idle_timeout_seconds", "max_connections",
+                                   "max_connections_per_address", "checkin_rate_per_minute"});
     auto& l = config.limits;
     if (limits["max_body_bytes"]) l.max_body_bytes = integer(limits["max_body_bytes"], "max_body_bytes", 1024, 16 << 20);
     if (limits["max_header_bytes"])
@@ -55,6 +56,14 @@ void read_limits(YAML::Node const& limits, DaemonConfig& config)
         l.request_timeout = std::chrono::seconds{integer(limits["request_timeout_seconds"], "request_timeout_seconds", 1, 300)};
     if (limits["idle_timeout_seconds"])
         l.idle_timeout = std::chrono::seconds{integer(limits["idle_timeout_seconds"], "idle_timeout_seconds", 1, 3600)};
+    if (limits["max_connections"])
+        l.max_connections = static_cast<std::size_t>(integer(limits["max_connections"], "max_connections", 1, 1'000'000));
+    if (limits["max_connections_per_address"])
+        l.max_connections_per_address = static_cast<std::size_t>(
+            integer(limits["max_connections_per_address"], "max_connections_per_address", 0, 1'000'000));
+    if (limits["checkin_rate_per_minute"])
+        l.checkin_rate_per_minute =
+            static_cast<int>(integer(limits["checkin_rate_per_minute"], "checkin_rate_per_minute", 0, 6000));
 }
 
 DaemonConfig parse_config(YAML::Node const& root, std::filesystem::path const& base)

@@ -13,6 +13,8 @@
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -140,6 +142,31 @@ std::optional<std::chrono::milliseconds> watchdog_interval()
     return std::max(std::chrono::milliseconds{1}, std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::microseconds{usec / 2}));
 }
 
+// File descriptors the daemon needs besides client connections: listeners, the database and
+// its WAL per thread, the metrics listener's sessions, logs.
+constexpr rlim_t kReservedFds = 256;
+
+// Raises the soft RLIMIT_NOFILE to the hard limit, and warns when max_connections does not fit
+// in it: the connections beyond it would fail at accept instead of being refused cleanly.
+void raise_fd_limit(Limits const& limits)
+{
+    rlimit fds{};
+    if (getrlimit(RLIMIT_NOFILE, &fds) != 0) return;
+    if (fds.rlim_cur < fds.rlim_max) {
+        rlimit raised = fds;
+        raised.rlim_cur = fds.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0) fds = raised;
+    }
+    if (fds.rlim_cur != RLIM_INFINITY && limits.max_connections + kReservedFds > fds.rlim_cur) {
+        spdlog::warn("event=fd_limit_low max_connections={} nofile={} reserved={} effect=\"accepts fail (and are "
+                     "retried) above about {} connections; raise LimitNOFILE= or lower limits.max_connections\"",
+                     limits.max_connections, fds.rlim_cur, kReservedFds,
+                     fds.rlim_cur > kReservedFds ? fds.rlim_cur - kReservedFds : 0);
+    } else {
+        spdlog::info("event=fd_limit nofile={} max_connections={}", fds.rlim_cur, limits.max_connections);
+    }
+}
+
 int thread_count(DaemonConfig const& config)
 {
     if (config.threads > 0) return config.threads;
@@ -178,6 +205,8 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     Metrics metrics(store.get());
     Router router(std::make_shared<Policy const>(std::move(*policy)), *store, metrics);
     if (!load_agreement_verifier(*config, router)) return 1;
+    router.set_checkin_rate(config->limits.checkin_rate_per_minute);
+    raise_fd_limit(config->limits);
     ServerOptions options;
     options.listen = config->listen;
     options.metrics_listen = config->metrics_listen;

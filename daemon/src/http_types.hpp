@@ -15,6 +15,7 @@ struct HttpResponse {
     int status = 200;
     std::string body;
     std::string content_type = "application/json";
+    int retry_after_seconds = 0;  // > 0: sent as a Retry-After header (429, 503)
 };
 
 }  // namespace exemptd::daemon

@@ -65,6 +65,11 @@ void Metrics::count_handshake_failure(HandshakeFailure reason) noexcept
     handshake_failures_[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
 }
 
+void Metrics::count_connection_refused(ConnectionRefusal reason) noexcept
+{
+    connections_refused_[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+}
+
 void Metrics::count_agreement_verification(std::string_view result)
 {
     std::lock_guard lock(agreements_mutex_);
@@ -105,6 +110,13 @@ std::string Metrics::render() const
         fmt::format_to(it, "exemptd_tls_handshake_failures_total{{reason=\"{}\"}} {}\n",
                        failure_name(static_cast<HandshakeFailure>(i)),
                        handshake_failures_[i].load(std::memory_order_relaxed));
+    }
+
+    header(out, "exemptd_connections_refused_total", "counter",
+           "Client connections closed right after accept because they were over a cap, by the cap.");
+    for (auto const reason : {ConnectionRefusal::max_connections, ConnectionRefusal::max_connections_per_address}) {
+        fmt::format_to(it, "exemptd_connections_refused_total{{reason=\"{}\"}} {}\n", to_string(reason),
+                       connections_refused_[static_cast<std::size_t>(reason)].load(std::memory_order_relaxed));
     }
 
     header(out, "exemptd_agreement_verifications_total", "counter",

@@ -1,6 +1,7 @@
 #pragma once
 // Process-wide counters and histograms exposed on /metrics in the Prometheus text format.
 
+#include "connection_gate.hpp"
 #include "exemptd/decision.hpp"
 #include "exemptd/histogram.hpp"
 #include "routes.hpp"
@@ -46,6 +47,8 @@ public:
     // routing), status and the time from its headers to the end of its answer.
     void observe_request(std::optional<Action> route, int status, std::chrono::nanoseconds elapsed) noexcept;
     void count_handshake_failure(HandshakeFailure reason) noexcept;
+    // Counts one connection closed right after accept because it was over a cap.
+    void count_connection_refused(ConnectionRefusal reason) noexcept;
     // Counts one agreement verification by its result: "verified" or the refusal code.
     void count_agreement_verification(std::string_view result);
     void connection_opened() noexcept { open_connections_.fetch_add(1, std::memory_order_relaxed); }
@@ -65,6 +68,7 @@ private:
     std::array<LatencyHistogram, kActionCount + 1> request_latency_{};       // by Action; last: unrouted
     std::array<std::atomic<std::uint64_t>, kFailureReasons> handshake_failures_{};
     std::atomic<std::int64_t> open_connections_{0};
+    std::array<std::atomic<std::uint64_t>, 2> connections_refused_{};  // indexed by ConnectionRefusal
     mutable std::mutex agreements_mutex_;
     std::map<std::string, std::uint64_t, std::less<>> agreement_verifications_;
 };

@@ -281,7 +281,9 @@ std::string_view action_name(Action action) noexcept
 
 HttpResponse error_response(ApiError const& error)
 {
-    return json_response(error.status, {{"error", {{"code", error.code}, {"message", error.message}}}});
+    auto response = json_response(error.status, {{"error", {{"code", error.code}, {"message", error.message}}}});
+    response.retry_after_seconds = error.retry_after_seconds;
+    return response;
 }
 
 Router::Router(std::shared_ptr<Policy const> policy, Store& store, Metrics& metrics, Clock clock)
@@ -305,7 +307,21 @@ boost::system::result<Route, ApiError> Router::admit(ClientId const& client, std
     auto route = resolve(method, target);
     if (!route) return route.error();
     if (auto denied = authorize(client, *route)) return std::move(*denied);
+    if (route->action == Action::checkin) {
+        if (auto const wait = checkin_limiter_.acquire(client.device_id, clock_())) {
+            auto refusal = api_error(429, "rate_limited",
+                                     "This device checks in too often; try again in " + std::to_string(wait->count()) +
+                                         " seconds.");
+            refusal.retry_after_seconds = static_cast<int>(wait->count());
+            return refusal;
+        }
+    }
     return route;
+}
+
+void Router::set_checkin_rate(int per_minute)
+{
+    checkin_limiter_.set_rate(per_minute);
 }
 
 HttpResponse Router::handle(ClientId const& client, Route const& route, std::string const& body) const
@@ -446,6 +462,7 @@ AgreementCheck Router::agreement_binding() const
 Result<SweepResult> Router::sweep() const
 {
     auto const now = clock_();
+    checkin_limiter_.prune(now);  // devices that have not checked in for a minute
     return store_.sweep(now, evaluator(now));
 }
 

@@ -9,6 +9,7 @@
 #include "exemptd/policy.hpp"
 #include "exemptd/store.hpp"
 #include "exemptd/time.hpp"
+#include "checkin_limiter.hpp"
 #include "http_types.hpp"
 #include "metrics.hpp"
 #include "routes.hpp"
@@ -58,6 +59,11 @@ public:
     // The largest body limit of any route, for reading headers before the route is known.
     // Thread-safe.
     [[nodiscard]] static std::size_t largest_body_limit(std::size_t fallback) noexcept;
+
+    // Sets how many check-ins one device may make per minute (0: no limit; the default). Over
+    // the limit, POST /v1/checkin is refused at admit() with 429 rate_limited and a Retry-After,
+    // before its body is read, so nothing is written. Thread-safe.
+    void set_checkin_rate(int per_minute);
 
     // Replaces the agreement verifier (CA and CRL) used by later uploads; without one, uploads
     // answer 503. Thread-safe.
@@ -124,6 +130,7 @@ private:
     Store& store_;
     Metrics& metrics_;
     Clock clock_;
+    mutable CheckinLimiter checkin_limiter_;
 };
 
 // An API error as its HTTP response (SPEC §4 error body).

@@ -1,5 +1,6 @@
 #include "server.hpp"
 
+#include "connection_gate.hpp"
 #include "exemptd/identity.hpp"
 #include "metrics.hpp"
 #include "router.hpp"
@@ -34,6 +35,10 @@ using Response = http::response<http::string_body>;
 
 constexpr auto kShutdownTimeout = std::chrono::seconds{2};
 constexpr auto kDrainTimeout = std::chrono::seconds{2};
+// How long the accept loop pauses after a failed accept (out of file descriptors): the
+// connection waits in the backlog rather than the loop spinning.
+constexpr auto kAcceptBackoff = std::chrono::milliseconds{100};
+constexpr std::size_t kFirstReadBytes = 16 * 1024;
 
 auto log_if_thrown(std::string_view what)
 {
@@ -91,6 +96,7 @@ Response to_beast(HttpResponse const& r, unsigned version, bool keep_alive)
     res.set(http::field::content_type, r.content_type);
     res.set(http::field::cache_control, "no-store");
     res.keep_alive(keep_alive);
+    if (r.retry_after_seconds > 0) res.set(http::field::retry_after, std::to_string(r.retry_after_seconds));
     res.body() = r.body;
     res.prepare_payload();
     return res;
@@ -115,6 +121,29 @@ net::awaitable<HttpResponse> run_on(net::thread_pool& pool, Work work)
         },
         net::use_awaitable, std::move(work));
 }
+
+// Lets one warning a second through and counts the ones it holds back, so that a flood (of
+// refused connections, of failed accepts) cannot flood the log. Not thread-safe: one per loop.
+class WarnThrottle {
+public:
+    // True when a warning may be logged now; `held_back` is then how many were not logged
+    // since the last one that was.
+    bool allow(std::uint64_t& held_back)
+    {
+        auto const now = std::chrono::steady_clock::now();
+        if (now < next_) {
+            ++held_;
+            return false;
+        }
+        next_ = now + std::chrono::seconds{1};
+        held_back = std::exchange(held_, 0);
+        return true;
+    }
+
+private:
+    std::chrono::steady_clock::time_point next_{};
+    std::uint64_t held_ = 0;
+};
 
 // One io_context and the sessions living on it; touched only from its own thread.
 struct Worker {
@@ -158,7 +187,11 @@ struct Server::Impl {
     net::awaitable<void> wait_for_sessions();
     net::awaitable<void> handle_signals();
     net::awaitable<void> repeat(PeriodicTask const& task);
-    net::awaitable<void> run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls_ctx);
+    // A ticket for a connection just accepted, or nullopt after closing it because it is over a
+    // connection cap (counted and, at most once a second, logged).
+    std::optional<ConnectionGate::Ticket> admit_connection(tcp::socket& socket);
+    net::awaitable<void> run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls_ctx,
+                                     ConnectionGate::Ticket ticket);
     net::awaitable<void> serve_requests(TlsStream& stream, Worker::Slot& slot, ClientId const& client);
     net::awaitable<void> run_metrics_session(tcp::socket socket);
     net::awaitable<HttpResponse> check_in(ClientId const& client, std::string const& body);
@@ -171,6 +204,9 @@ struct Server::Impl {
     std::vector<std::unique_ptr<Worker>> workers;
     net::thread_pool handlers{static_cast<std::size_t>(std::max(1, options.handler_threads))};
     std::size_t next = 0;
+    ConnectionGate gate{options.limits.max_connections, options.limits.max_connections_per_address};
+    WarnThrottle refusal_warnings;  // accept loop only
+    WarnThrottle accept_warnings;   // accept loop only
     std::optional<Acceptor> api_acceptor;
     std::optional<Acceptor> metrics_acceptor;
     std::optional<net::signal_set> signals;
@@ -223,6 +259,18 @@ private:
 // After refusing a request whose body was not read, reads and discards what the client still
 // sends (bounded) so that closing the socket does not reset the connection before the client
 // has read the answer.
+net::awaitable<void> drain_and_close(TcpStream& stream, std::size_t max_bytes);
+
+// Waits up to `timeout` for the first bytes of a next request and appends them to `buffer`;
+// false when the connection closed, failed or stayed idle too long.
+net::awaitable<bool> wait_for_request(TlsStream& stream, beast::flat_buffer& buffer, std::chrono::seconds timeout)
+{
+    beast::get_lowest_layer(stream).expires_after(timeout);
+    auto [ec, n] = co_await stream.async_read_some(buffer.prepare(kFirstReadBytes));
+    buffer.commit(n);
+    co_return !ec;
+}
+
 net::awaitable<void> drain_and_close(TcpStream& stream, std::size_t max_bytes)
 {
     boost::system::error_code ignored;
@@ -250,20 +298,44 @@ void Server::Impl::bind()
 
 net::awaitable<void> Server::Impl::accept_api()
 {
+    net::steady_timer backoff{workers[0]->ioc};
     while (!stopping) {
         Worker& worker = next_worker();
         tcp::socket socket{worker.ioc};
         auto [ec] = co_await api_acceptor->async_accept(socket);
         if (ec) {
             if (stopping || ec == net::error::operation_aborted) break;
-            spdlog::warn("event=accept_failed reason=\"{}\"", ec.message());
+            // Typically out of file descriptors: retrying at once would spin and log in a loop.
+            if (std::uint64_t held = 0; accept_warnings.allow(held))
+                spdlog::warn("event=accept_failed reason=\"{}\" suppressed={}", ec.message(), held);
+            backoff.expires_after(kAcceptBackoff);
+            co_await backoff.async_wait(Token{});
             continue;
         }
-        net::co_spawn(worker.ioc, run_session(worker, std::move(socket), current_tls()), log_if_thrown("session"));
+        auto ticket = admit_connection(socket);
+        if (!ticket) continue;
+        net::co_spawn(worker.ioc, run_session(worker, std::move(socket), current_tls(), std::move(*ticket)),
+                      log_if_thrown("session"));
     }
 }
 
-net::awaitable<void> Server::Impl::run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls_ctx)
+std::optional<ConnectionGate::Ticket> Server::Impl::admit_connection(tcp::socket& socket)
+{
+    boost::system::error_code ec;
+    auto const ep = socket.remote_endpoint(ec);
+    auto ticket = gate.admit(ec ? std::string("unknown") : ep.address().to_string());
+    if (ticket) return std::move(*ticket);
+    metrics.count_connection_refused(ticket.error());
+    if (std::uint64_t held = 0; refusal_warnings.allow(held)) {
+        spdlog::warn("event=connection_refused peer={} reason={} open={} suppressed={}", peer_string(socket),
+                     to_string(ticket.error()), gate.open(), held);
+    }
+    socket.close(ec);  // before any TLS work: a flood costs an accept and a close each
+    return std::nullopt;
+}
+
+net::awaitable<void> Server::Impl::run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls_ctx,
+                                               [[maybe_unused]] ConnectionGate::Ticket ticket)
 {
     auto const peer = peer_string(socket);
     TlsStream stream{TcpStream{std::move(socket)}, *tls_ctx};
@@ -307,9 +379,13 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
         parser.body_limit(Router::largest_body_limit(limits.max_body_bytes));
         slot.idle = buffer.size() == 0;
         if (stopping && slot.idle) break;
-        lowest.expires_after(slot.idle ? limits.idle_timeout : limits.request_timeout);
-        auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser);
+        if (slot.idle && !co_await wait_for_request(stream, buffer, limits.idle_timeout)) break;
         slot.idle = false;
+        // One deadline from the request's first byte to its last, headers and body together, so
+        // a client that trickles bytes is closed at it however it paces them.
+        auto const deadline = std::chrono::steady_clock::now() + limits.request_timeout;
+        lowest.expires_at(deadline);
+        auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser);
         if (hec == http::error::end_of_stream || hec == ssl::error::stream_truncated) break;
         std::optional<HttpResponse> refusal;
         if (hec == http::error::header_limit)
@@ -345,7 +421,7 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
             http::response<http::empty_body> cont{http::status::continue_, header.version()};
             co_await http::async_write(stream, cont);
         }
-        lowest.expires_after(limits.request_timeout);
+        lowest.expires_at(deadline);
         auto [bec, bn] = co_await http::async_read(stream, buffer, parser);
         HttpResponse answer;
         bool keep_alive = header.keep_alive() && !stopping;

@@ -228,6 +228,9 @@ case_unknown_route_is_404() {
     assert_error 404 not_found
 }
 
+# These cases check in far more often than a device may (limits.checkin_rate_per_minute); the
+# limit has its own cases in hostile_test.sh.
+write_config "$TEST_TMP/daemon/exemptd.yaml" "limits: {checkin_rate_per_minute: 0}"
 start_daemon
 run_case "an enrolled, compliant device is allowed on basis compliant" case_compliant_enrolled_device_is_allowed
 run_case "an unenrolled device is denied, MDM-01 failing with a reason" case_unenrolled_device_is_denied_by_mdm01

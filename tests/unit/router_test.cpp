@@ -473,3 +473,39 @@ TEST_CASE("An error response has the SPEC shape", "[router]")
     check_error(response, 409, "replay");
     CHECK(body_of(response).at("error").as_object().at("message").as_string() == "Say \"hi\" again.");
 }
+
+TEST_CASE("A device that checks in too often gets 429 rate_limited with Retry-After and nothing is written",
+          "[router][limits]")
+{
+    Api api;
+    api.router.set_checkin_rate(3);
+    for (int i = 0; i < 3; ++i) REQUIRE(api.check_in(kEndpoint, api.posture("burst-000" + std::to_string(i))).status == 200);
+    auto const before = api.store->get_device("LAPTOP-0042");
+    REQUIRE(before);
+    api.clock.advance(1s);
+
+    auto const refused = api.check_in(kEndpoint, api.posture("burst-0003"));
+    check_error(refused, 429, "rate_limited");
+    CHECK(refused.retry_after_seconds == 19);  // one check-in every 20 s once the burst is spent
+    auto const after = api.store->get_device("LAPTOP-0042");
+    REQUIRE(after);
+    CHECK(after->last_checkin == before->last_checkin);
+
+    SECTION("it is refused at admission, before its body is read") {
+        check_precheck(api.router, kEndpoint, "POST", "/v1/checkin", 429, "rate_limited");
+    }
+    SECTION("another device and other routes are not limited") {
+        CHECK(api.check_in(kOtherEndpoint, PostureJson{"LAPTOP-0043", api.clock.now()}).status == 200);
+        CHECK(api.call(kEndpoint, "GET", "/v1/devices/LAPTOP-0042/decision").status == 200);
+    }
+    SECTION("after Retry-After the device may check in again, and the refused nonce was not used up") {
+        api.clock.advance(19s);
+        CHECK(api.check_in(kEndpoint, api.posture("burst-0003")).status == 200);
+    }
+}
+
+TEST_CASE("Without a configured rate the router does not limit check-ins", "[router][limits]")
+{
+    Api api;
+    for (int i = 0; i < 50; ++i) CHECK(api.check_in(kEndpoint, api.posture("nonce-00" + std::to_string(i))).status == 200);
+}

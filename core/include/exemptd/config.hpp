@@ -21,6 +21,13 @@ struct Limits {
     std::chrono::seconds handshake_timeout{10};
     std::chrono::seconds request_timeout{15};
     std::chrono::seconds idle_timeout{60};
+    // Open client connections, overall and from one address (0: no per-address cap). A
+    // connection over a cap is closed right after accept, before its TLS handshake.
+    std::size_t max_connections = 20000;
+    std::size_t max_connections_per_address = 0;
+    // Check-ins one device may make per minute (a burst of that many, then one every 60/N s);
+    // 0: no limit.
+    int checkin_rate_per_minute = 12;
 };
 
 struct DaemonConfig {

@@ -39,6 +39,7 @@ struct ApiError {
     int status = 500;
     std::string code;
     std::string message;
+    int retry_after_seconds = 0;  // > 0: when to try again (a 429's Retry-After header)
 };
 
 // Throws a std::runtime_error carrying the API error; used only by .value() on an ApiResult.
