@@ -19,7 +19,9 @@
 #   FLEET [0]: 1 also runs the fleet mode against exemptd (DEVICES devices, one check-in every
 #   FLEET_INTERVAL [30] s each, for FLEET_DURATION [60] s)
 #   PERF [0]: 1 records `perf record -g` of exemptd during its keep-alive run (perf.data kept
-#   in PERF_OUT [./exemptd-keepalive.perf.data])
+#   in PERF_OUT [./exemptd-keepalive.perf.data]; PERF_RECORD_ARGS [-g] replaces -g, e.g.
+#   "--call-graph dwarf" where the libraries have no frame pointers)
+#   MODES [keepalive handshake resume]: the loadgen modes to compare
 #   KEEP_TMP [0]: 1 keeps the temporary folder (configs, logs, database)
 #   SCALE [0]: 1 runs bench/scale.sh instead (1,000 vs 1,000,000 imported devices; its own
 #   environment, see there)
@@ -38,6 +40,7 @@ FLEET="${FLEET:-0}"
 FLEET_INTERVAL="${FLEET_INTERVAL:-30}"
 FLEET_DURATION="${FLEET_DURATION:-60}"
 PERF="${PERF:-0}"
+MODES="${MODES:-keepalive handshake resume}"
 PERF_OUT="${PERF_OUT:-$PWD/exemptd-keepalive.perf.data}"
 LOADGEN="$BUILD_DIR/bench/exemptd-loadgen"
 EXEMPTD="$BUILD_DIR/daemon/exemptd"
@@ -211,7 +214,7 @@ measure() {
     echo "=== $name $mode" >&2
     cpu0="$(cpu_seconds "$pid")"
     if [[ "$PERF" == 1 && "$name" == exemptd && "$mode" == keepalive ]]; then
-        perf record -g -o "$PERF_OUT" -p "$pid" >/dev/null 2>&1 &
+        perf record ${PERF_RECORD_ARGS:--g} -o "$PERF_OUT" -p "$pid" >/dev/null 2>&1 &
         perf_pid=$!
     fi
     out="$(loadgen "$port" "$mode" --duration "$DURATION" "$@")" || rc=$?
@@ -240,7 +243,7 @@ echo "nginx pid $NGINX_PID port $NGINX_PORT; exemptd pid $EXEMPTD_PID port $EXEM
     --approver-cert "$PKI/it-manager.crt" --approver-key "$PKI/it-manager.key" >&2 \
     || die "seeding exemptd failed"
 
-for mode in keepalive handshake resume; do
+for mode in $MODES; do
     measure nginx "$NGINX_PID" "$NGINX_PORT" "$mode" --static
     measure exemptd "$EXEMPTD_PID" "$EXEMPTD_PORT" "$mode"
 done

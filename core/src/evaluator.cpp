@@ -137,4 +137,26 @@ std::map<std::string, TimePoint> failure_streaks(Decision const& decision)
     return out;
 }
 
+Evaluate policy_evaluator(std::shared_ptr<Policy const> policy, TimePoint now)
+{
+    return [policy = std::move(policy), now](DeviceFacts const& facts, std::vector<Exemption> const& active) {
+        std::vector<CoveringExemption> covers;
+        for (auto const& e : active) {
+            CoveringExemption cover{e.id, {}, e.compensating_controls, e.expires_at};
+            auto const agreement = facts.agreements.find(e.agreement_id);
+            AgreementRecord const* backing = agreement == facts.agreements.end() ? nullptr : &agreement->second;
+            for (auto const& id : e.controls) {
+                auto const* control = policy->find_control(id);
+                if (control == nullptr) continue;
+                if (!control->requires_agreement.empty() &&
+                    check_agreement_binding(e, control->requires_agreement, backing, facts.owner))
+                    continue;
+                cover.controls.push_back(id);
+            }
+            covers.push_back(std::move(cover));
+        }
+        return evaluate(*policy, facts, covers, now);
+    };
+}
+
 }  // namespace exemptd

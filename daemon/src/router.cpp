@@ -371,37 +371,39 @@ HttpResponse Router::dispatch(ClientId const& client, Route const& route, std::s
     return error_response(unknown_route());
 }
 
-void Router::check_in_async(ClientId const& client, std::string const& body, Answer done) const
+void Router::check_in_async(ClientId const& client, std::string const& body, CheckinDone done) const
 {
     auto report = decode_posture(body);
-    if (!report) return done(error_response(report.error()));
+    if (!report) return done(report.error());
     if (report->device_id != client.device_id)
-        return done(error_response(forbidden("The report's device_id is not the device in the client certificate.")));
+        return done(forbidden("The report's device_id is not the device in the client certificate."));
     auto const policy = policy_.load();
     auto const now = clock_();
     std::chrono::seconds const skew{policy->checkin.max_clock_skew_seconds};
     if (report->reported_at < now - skew || report->reported_at > now + skew)
-        return done(error_response(api_error(422, "clock_skew",
-                                             "reported_at is more than " + std::to_string(skew.count()) +
-                                                 " seconds away from the server's clock; fix the endpoint's time.")));
+        return done(api_error(422, "clock_skew",
+                              "reported_at is more than " + std::to_string(skew.count()) +
+                                  " seconds away from the server's clock; fix the endpoint's time."));
     // A nonce must be remembered for as long as a report carrying it passes the skew check.
     auto const nonce_ttl = 2 * skew + std::chrono::seconds{60};
-    store_.check_in_async(std::move(*report), evaluator(now), now, nonce_ttl,
-                          [this, done = std::move(done)](ApiResult<Decision> decision) {
-                              if (!decision) return done(error_response(decision.error()));
-                              metrics_.count_checkin(*decision);
-                              spdlog::debug("event=checkin device={} decision={} basis={}", decision->device_id,
-                                            decision->allow ? "allow" : "deny", to_string(decision->basis));
-                              done(json_response(200, decision_to_json(*decision)));
-                          });
+    store_.check_in_async(std::move(*report), evaluator(now), now, nonce_ttl, std::move(done));
+}
+
+HttpResponse Router::checkin_response(ApiResult<Decision> const& outcome) const
+{
+    if (!outcome) return error_response(outcome.error());
+    metrics_.count_checkin(*outcome);
+    spdlog::debug("event=checkin device={} decision={} basis={}", outcome->device_id, outcome->allow ? "allow" : "deny",
+                  to_string(outcome->basis));
+    return json_response(200, decision_to_json(*outcome));
 }
 
 HttpResponse Router::checkin(ClientId const& client, std::string const& body) const
 {
-    std::promise<HttpResponse> answer;
-    auto result = answer.get_future();
-    check_in_async(client, body, [&answer](HttpResponse r) { answer.set_value(std::move(r)); });
-    return result.get();
+    std::promise<ApiResult<Decision>> outcome;
+    auto result = outcome.get_future();
+    check_in_async(client, body, [&outcome](ApiResult<Decision> r) { outcome.set_value(std::move(r)); });
+    return checkin_response(result.get());
 }
 
 // Evaluated afresh from the latest facts, so that an expired or revoked exemption stops counting
@@ -419,26 +421,7 @@ HttpResponse Router::device_decision(std::string const& device_id) const
 
 Evaluate Router::evaluator(TimePoint now) const
 {
-    return [policy = policy_.load(), now](DeviceFacts const& facts, std::vector<Exemption> const& active) {
-        std::vector<CoveringExemption> covers;
-        for (auto const& e : active) {
-            CoveringExemption cover{e.id, {}, e.compensating_controls, e.expires_at};
-            auto const agreement = facts.agreements.find(e.agreement_id);
-            AgreementRecord const* backing = agreement == facts.agreements.end() ? nullptr : &agreement->second;
-            for (auto const& id : e.controls) {
-                auto const* control = policy->find_control(id);
-                if (control == nullptr) continue;
-                // The binding is re-checked on every decision: a revoked signer or a new owner
-                // ends the cover at once.
-                if (!control->requires_agreement.empty() &&
-                    check_agreement_binding(e, control->requires_agreement, backing, facts.owner))
-                    continue;
-                cover.controls.push_back(id);
-            }
-            covers.push_back(std::move(cover));
-        }
-        return evaluate(*policy, facts, covers, now);
-    };
+    return policy_evaluator(policy_.load(), now);
 }
 
 AgreementCheck Router::agreement_binding() const

@@ -42,12 +42,14 @@ public:
     [[nodiscard]] HttpResponse handle(ClientId const& client, Route const& route, std::string const& body,
                                       std::string_view content_type) const;
 
-    using Answer = std::function<void(HttpResponse)>;
+    // Serves an admitted POST /v1/checkin without waiting for the database: `done` receives the
+    // decision or the refusal, at once for a refusal made before the store, else from the store's
+    // commit thread (it must not block). Thread-safe.
+    void check_in_async(ClientId const& client, std::string const& body, CheckinDone done) const;
 
-    // Answers an admitted POST /v1/checkin without waiting for the database: `done` is called at
-    // once for a refusal, or from the store's commit thread (it must not block). Never throws.
-    // Thread-safe.
-    void check_in_async(ClientId const& client, std::string const& body, Answer done) const;
+    // The answer to a check-in whose outcome check_in_async gave; counts it in the metrics.
+    // Rendering it is left to the caller's thread, off the store's commit thread. Thread-safe.
+    [[nodiscard]] HttpResponse checkin_response(ApiResult<Decision> const& outcome) const;
 
     // admit() then handle(), for callers that hold the whole request. Thread-safe.
     [[nodiscard]] HttpResponse handle(ClientId const& client, HttpRequest const& request) const;

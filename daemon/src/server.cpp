@@ -458,18 +458,21 @@ net::awaitable<HttpResponse> Server::Impl::check_in(ClientId const& client, std:
     return net::async_initiate<net::use_awaitable_t<> const, void(HttpResponse)>(
         [this, &client, &body](auto handler) {
             auto io = net::prefer(net::get_associated_executor(handler), net::execution::outstanding_work.tracked);
-            // Router::Answer must be copyable; the coroutine's handler is move-only.
+            // CheckinDone must be copyable; the coroutine's handler is move-only.
             auto shared = std::make_shared<decltype(handler)>(std::move(handler));
             checkins_in_store.fetch_add(1);
-            auto reply = [this, shared, io](HttpResponse answer) {
-                net::post(io, [shared, answer = std::move(answer)]() mutable { std::move(*shared)(std::move(answer)); });
+            // The answer is rendered on the session's thread, not the store's commit thread.
+            auto reply = [this, shared, io](ApiResult<Decision> outcome) {
+                net::post(io, [this, shared, outcome = std::move(outcome)]() mutable {
+                    std::move(*shared)(router.checkin_response(outcome));
+                });
                 checkins_in_store.fetch_sub(1);
             };
             try {
                 router.check_in_async(client, body, reply);
             } catch (std::exception const& e) {
                 spdlog::error("event=handler_failed route=checkin reason=\"{}\"", e.what());
-                reply(error_response(api_error(500, "internal_error", "The daemon failed to handle the request.")));
+                reply(api_error(500, "internal_error", "The daemon failed to handle the request."));
             }
         },
         net::use_awaitable);

@@ -327,7 +327,6 @@ TEST_CASE("A check-in that changes the decision is written once, and durably", "
     REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
     REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 1min, evaluate.fn(t0 + 1min)));
     Inspector db(path);
-    CHECK(db.number("SELECT count(*) FROM checkins") == 2);
     CHECK(db.number("SELECT count(*) FROM checkin_nonces") == 2);
     CHECK(db.number("SELECT count(*) FROM decision_history") == 1);
     CHECK(db.number("SELECT count(*) FROM audit WHERE action = 'decision.changed'") == 1);
@@ -347,7 +346,7 @@ TEST_CASE("A replayed nonce is refused with 409 replay and nothing is written", 
     auto const evaluated_before = evaluate.seen.size();
     Inspector db(path);
     auto const audit_before = db.number("SELECT count(*) FROM audit");
-    auto const checkins_before = db.number("SELECT count(*) FROM checkins");
+    auto const nonces_before = db.number("SELECT count(*) FROM checkin_nonces");
 
     evaluate.allow = false;
     evaluate.basis = Basis::noncompliant;
@@ -365,7 +364,7 @@ TEST_CASE("A replayed nonce is refused with 409 replay and nothing is written", 
     REQUIRE(device->latest_decision);
     CHECK(device->latest_decision->allow);
     CHECK(db.number("SELECT count(*) FROM audit") == audit_before);
-    CHECK(db.number("SELECT count(*) FROM checkins") == checkins_before);
+    CHECK(db.number("SELECT count(*) FROM checkin_nonces") == nonces_before);
 
     SECTION("a fresh nonce is accepted") {
         CHECK(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 1min, evaluate.fn(t0 + 1min)));
@@ -444,7 +443,6 @@ TEST_CASE("A changed decision is audited and an unchanged one is not", "[store]"
     REQUIRE(audit.size() == 2);
     CHECK(audit[0] == std::vector<std::string>{"decision.changed", "device:LAPTOP-0042", "2026-11-27T21:00:00Z"});
     CHECK(audit[1] == std::vector<std::string>{"decision.changed", "device:LAPTOP-0042", "2026-11-27T21:30:00Z"});
-    CHECK(db.number("SELECT count(*) FROM checkins WHERE device_id = 'LAPTOP-0042'") == 3);
 }
 
 TEST_CASE("The audit trail is hash-chained and append-only", "[store]")
@@ -480,28 +478,35 @@ TEST_CASE("The audit trail is hash-chained and append-only", "[store]")
     }
 }
 
-TEST_CASE("Check-in history is bounded per device", "[store]")
+TEST_CASE("A check-in forgets its device's expired nonces and no other device's", "[store]")
 {
     exemptd::test::TempDir dir;
     auto const path = dir.file("exemptd.db");
     auto store = exemptd::open_sqlite_store(path);
     RecordingEvaluate evaluate;
-    for (int i = 0; i < 70; ++i) {
-        auto const at = t0 + std::chrono::minutes{15 * i};
+    for (int i = 0; i < 30; ++i) {
+        auto const at = t0 + std::chrono::minutes{i};
         REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-" + std::to_string(1000 + i), at, evaluate.fn(at)));
     }
     REQUIRE(check_in(*store, "LAPTOP-0043", "nonce-0001", t0, evaluate.fn(t0)));
     Inspector db(path);
-    // Trimmed on every 16th row: never fewer than 50, at most 15 more.
-    auto const kept = db.number("SELECT count(*) FROM checkins WHERE device_id = 'LAPTOP-0042'");
-    CHECK(kept >= 50);
-    CHECK(kept <= 65);
-    CHECK(db.number("SELECT count(*) FROM checkins WHERE device_id = 'LAPTOP-0043'") == 1);
-    // The newest are kept.
-    CHECK(db.number("SELECT max(at) FROM checkins WHERE device_id = 'LAPTOP-0042'") ==
-          (t0 + std::chrono::minutes{15 * 69}).time_since_epoch().count());
-    CHECK(db.number("SELECT min(at) FROM checkins WHERE device_id = 'LAPTOP-0042'") >
-          t0.time_since_epoch().count());
+    auto const nonces = [&](char const* device) {
+        return db.number("SELECT count(*) FROM checkin_nonces WHERE device_id = '" + std::string(device) + "'");
+    };
+    // At t0 + 29 min with a TTL of 11 min the nonces seen at t0 + 18 min and later remain; every
+    // 8th check-in forgets the expired ones, so at most 7 more linger.
+    CHECK(nonces("LAPTOP-0042") >= 12);
+    CHECK(nonces("LAPTOP-0042") <= 12 + 7);
+    CHECK(db.number("SELECT count(*) FROM checkin_nonces WHERE device_id = 'LAPTOP-0042' AND seen_at < " +
+                    std::to_string((t0 + 11min).time_since_epoch().count())) == 0);
+    CHECK(nonces("LAPTOP-0043") == 1);  // only its own check-ins forget it
+
+    for (int i = 0; i < 8; ++i) {
+        auto const at = t0 + 1h + std::chrono::minutes{i};
+        REQUIRE(check_in(*store, "LAPTOP-0043", "nonce-" + std::to_string(2000 + i), at, evaluate.fn(at)));
+    }
+    CHECK(db.number("SELECT count(*) FROM checkin_nonces WHERE device_id = 'LAPTOP-0043' AND seen_at = " +
+                    std::to_string(t0.time_since_epoch().count())) == 0);
 }
 
 TEST_CASE("Device lists filter by overlapping states", "[store]")
@@ -593,6 +598,32 @@ TEST_CASE("A read does not hide or block later writes", "[store]")
         REQUIRE(device->enrollment);
         CHECK_FALSE(device->enrollment->enrolled);
     }
+}
+
+TEST_CASE("A version 1 database loses its check-in log and gains the nonce age index", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    {
+        auto store = exemptd::open_sqlite_store(path);
+        REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, standard_evaluate(t0)));
+    }
+    {
+        Inspector db(path);  // back to version 1's shape
+        REQUIRE(db.exec("DROP INDEX checkin_nonces_by_age; ALTER TABLE devices DROP COLUMN decision_key; CREATE TABLE checkins (seq INTEGER PRIMARY KEY, "
+                        "device_id TEXT NOT NULL, at INTEGER NOT NULL, reported_at INTEGER NOT NULL, "
+                        "decision TEXT NOT NULL, basis TEXT NOT NULL); PRAGMA user_version = 1;") == SQLITE_OK);
+    }
+    auto store = exemptd::open_sqlite_store(path);
+    Inspector db(path);
+    CHECK(db.number("PRAGMA user_version") == 2);
+    CHECK(db.number("SELECT count(*) FROM sqlite_master WHERE name = 'checkins'") == 0);
+    CHECK(db.number("SELECT count(*) FROM sqlite_master WHERE name = 'checkin_nonces_by_age'") == 1);
+    CHECK_FALSE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0 + 1min, standard_evaluate(t0 + 1min)));  // still known
+    // The decision made before decision_key existed is recognised as unchanged: no audit record.
+    auto const audited = db.number("SELECT count(*) FROM audit");
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 2min, standard_evaluate(t0 + 2min)));
+    CHECK(db.number("SELECT count(*) FROM audit") == audited);
 }
 
 TEST_CASE("A store reopened from its file keeps its data and its schema", "[store]")

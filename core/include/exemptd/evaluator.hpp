@@ -3,10 +3,13 @@
 
 #include "exemptd/agreement_record.hpp"
 #include "exemptd/decision.hpp"
+#include "exemptd/exemption.hpp"
 #include "exemptd/policy.hpp"
 #include "exemptd/posture.hpp"
 
+#include <functional>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -42,5 +45,15 @@ struct CoveringExemption {
 
 // The failure streaks to remember after `decision`: failing controls keep their start time.
 [[nodiscard]] std::map<std::string, TimePoint> failure_streaks(Decision const& decision);
+
+// Evaluates a device inside a store's write transaction: the store supplies the registry view,
+// the latest facts and the device's exemptions recorded as active (the evaluator checks expiry).
+using Evaluate = std::function<Decision(DeviceFacts const&, std::vector<Exemption> const& active)>;
+
+// `evaluate` against `policy` at `now`. An active exemption covers only the controls the policy
+// knows, and a control that requires a BYOD agreement only while the exemption's agreement
+// (looked up in DeviceFacts::agreements) still binds: a revoked signer or a new owner ends the
+// cover at once.
+[[nodiscard]] Evaluate policy_evaluator(std::shared_ptr<Policy const> policy, TimePoint now);
 
 }  // namespace exemptd

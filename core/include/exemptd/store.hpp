@@ -63,10 +63,6 @@ struct ImportAudit {
     std::string file_sha256;  // hex SHA-256 of the CSV as received
 };
 
-// Evaluates a device inside a write transaction: the store supplies the registry view, the
-// latest facts and the device's exemptions recorded as active (the evaluator checks expiry).
-using Evaluate = std::function<Decision(DeviceFacts const&, std::vector<Exemption> const& active)>;
-
 // Receives a check-in's decision, or why it was refused.
 using CheckinDone = std::function<void(ApiResult<Decision>)>;
 
