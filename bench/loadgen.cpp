@@ -150,6 +150,7 @@ struct Options {
     double interval = 0;   // fleet: seconds between a device's check-ins
     double rate = 0;       // fleet: check-ins per second for the whole fleet (sets interval)
     double timeout = 30;   // a request (and its connection set-up) unanswered after this fails
+    double warmup = 0;     // fleet: seconds whose check-ins are made but not counted
     bool is_static = false;
     bool no_enroll = false;  // seed: exemptions only (the devices were imported)
 };
@@ -180,6 +181,7 @@ Options parse_options(int argc, char** argv)
     app.add_option("--duration", o.duration, "seconds of load (default 10)")->check(CLI::PositiveNumber);
     app.add_option("--interval", o.interval, "fleet: seconds between one device's check-ins");
     app.add_option("--rate", o.rate, "fleet: check-ins per second for the whole fleet");
+    app.add_option("--warmup", o.warmup, "fleet: seconds at the start (connections and handshakes) left out of the figures");
     app.add_option("--timeout", o.timeout, "seconds before an unanswered request fails (default 30)");
     app.add_flag("--no-enroll", o.no_enroll, "seed: only the exemptions, for devices already enrolled (bulk import)");
     app.add_flag("--static", o.is_static, "the server is a static responder (nginx): no basis check, any 200 counts");
@@ -995,6 +997,8 @@ private:
     void record(Conn& c, Clock::time_point now, Stats& stats) const
     {
         auto const& o = s_.options;
+        if (o.mode == Mode::fleet && c.scheduled_at < s_.start + std::chrono::duration_cast<Clock::duration>(Seconds(o.warmup)))
+            return;
         auto const from = o.mode == Mode::fleet ? c.scheduled_at
                           : o.mode == Mode::keepalive ? c.sent_at
                                                       : c.connect_at;
@@ -1211,6 +1215,7 @@ void report(Options const& o, RunResult& r)
 {
     auto& s = r.stats;
     std::sort(s.latency_us.begin(), s.latency_us.end());
+    if (o.mode == Mode::fleet) r.seconds -= std::min(o.warmup, r.seconds / 2);  // the counted part
     double const rps = double(s.latency_us.size()) / r.seconds;
     print_counts(s);
     std::printf("TLS: %" PRIu64 " handshakes, %" PRIu64 " resumed (%.3f), %" PRIu64 " idle connections closed by the server, %" PRIu64

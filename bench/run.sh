@@ -18,6 +18,9 @@
 #   MIX [compliant=70,grace=10,exempted=10,denied=10]
 #   FLEET [0]: 1 also runs the fleet mode against exemptd (DEVICES devices, one check-in every
 #   FLEET_INTERVAL [30] s each, for FLEET_DURATION [60] s)
+#   HALF_LOAD [0]: 1 also runs the fleet mode against exemptd at half its keep-alive req/s
+#   (DEVICES devices, for FLEET_DURATION s, the first 5 s of connecting left out): the p50/p99
+#   of a server that is not saturated
 #   PERF [0]: 1 records `perf record -g` of exemptd during its keep-alive run (perf.data kept
 #   in PERF_OUT [./exemptd-keepalive.perf.data]; PERF_RECORD_ARGS [-g] replaces -g, e.g.
 #   "--call-graph dwarf" where the libraries have no frame pointers)
@@ -39,6 +42,7 @@ MIX="${MIX:-compliant=70,grace=10,exempted=10,denied=10}"
 FLEET="${FLEET:-0}"
 FLEET_INTERVAL="${FLEET_INTERVAL:-30}"
 FLEET_DURATION="${FLEET_DURATION:-60}"
+HALF_LOAD="${HALF_LOAD:-0}"
 PERF="${PERF:-0}"
 MODES="${MODES:-keepalive handshake resume}"
 PERF_OUT="${PERF_OUT:-$PWD/exemptd-keepalive.perf.data}"
@@ -249,6 +253,11 @@ for mode in $MODES; do
 done
 if [[ "$FLEET" == 1 ]]; then
     DURATION="$FLEET_DURATION" measure exemptd "$EXEMPTD_PID" "$EXEMPTD_PORT" fleet --interval "$FLEET_INTERVAL"
+fi
+if [[ "$HALF_LOAD" == 1 && -n "${RPS[exemptd.keepalive]:-}" ]]; then
+    # The same devices paced at half the keep-alive rate just measured: latency below saturation.
+    DURATION="$FLEET_DURATION" measure exemptd "$EXEMPTD_PID" "$EXEMPTD_PORT" fleet \
+        --rate "$(awk -v r="${RPS[exemptd.keepalive]}" 'BEGIN { printf "%.0f", r / 2 }')" --warmup 5
 fi
 
 echo
