@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <cstdint>
@@ -30,7 +31,11 @@ struct EnrollmentOptions {
 
 struct ListOptions {
     std::string state;
+    std::string after;
+    std::optional<std::int64_t> limit;
 };
+
+constexpr std::int64_t kPageLimit = 10000;  // the server's largest page
 
 struct ShowOptions {
     std::string device_id;
@@ -67,12 +72,63 @@ int run_unenroll(CommandContext& ctx, EnrollmentOptions const& options)
     return put_enrollment(ctx, options.device_id, body);
 }
 
+std::string list_target(ListOptions const& options, std::string const& after, std::int64_t limit)
+{
+    std::string target = "/v1/devices?limit=" + std::to_string(limit);
+    if (!options.state.empty()) target += "&state=" + options.state;
+    if (!after.empty()) target += "&after=" + after;
+    return target;
+}
+
+// A page's devices and the cursor of the next page (empty on the last one).
+struct DevicePage {
+    boost::json::array devices;
+    std::string next_after;
+};
+
+std::optional<DevicePage> device_page(std::string const& body)
+{
+    boost::system::error_code ec;
+    auto value = boost::json::parse(body, ec);
+    auto* object = ec ? nullptr : value.if_object();
+    auto const* devices = object ? object->if_contains("devices") : nullptr;
+    if (devices == nullptr || !devices->is_array()) return std::nullopt;
+    DevicePage page{devices->as_array(), {}};
+    if (auto const* next = object->if_contains("next_after"); next && next->is_string())
+        page.next_after = next->as_string();
+    return page;
+}
+
+// With --limit, that one page (and where the next one starts, on stderr); without, every page,
+// printed as one list.
 int run_list(CommandContext& ctx, ListOptions const& options)
 {
-    std::string const query = options.state.empty() ? std::string() : "?state=" + options.state;
-    auto answer = ctx.call("GET", "/v1/devices" + query);
-    if (!answer) return answer.error().exit_code;
-    return ctx.print_answer(*answer, device_list_from_body, format_device_table);
+    if (!options.after.empty()) {
+        if (auto const refused = refuse_invalid_id(ctx, options.after)) return *refused;
+    }
+    if (options.limit) {
+        auto answer = ctx.call("GET", list_target(options, options.after, *options.limit));
+        if (!answer) return answer.error().exit_code;
+        int const code = ctx.print_answer(*answer, device_list_from_body, format_device_table);
+        auto const page = device_page(answer->body);
+        if (code == 0 && page && !page->next_after.empty())
+            ctx.err() << "more devices follow: exemptctl device list --after " << page->next_after << '\n';
+        return code;
+    }
+    boost::json::array all;
+    std::string after = options.after;
+    for (;;) {
+        auto answer = ctx.call("GET", list_target(options, after, kPageLimit));
+        if (!answer) return answer.error().exit_code;
+        auto page = device_page(answer->body);
+        if (!page) return ctx.fail("the answer has no \"devices\" list");
+        for (auto& d : page->devices) all.push_back(std::move(d));
+        if (page->next_after.empty()) break;
+        if (page->next_after <= after) return ctx.fail("the server's device pages do not advance past " + after);
+        after = page->next_after;
+    }
+    HttpResponse merged{200, boost::json::serialize(boost::json::object{{"devices", std::move(all)}, {"next_after", nullptr}})};
+    return ctx.print_answer(merged, device_list_from_body, format_device_table);
 }
 
 int run_show(CommandContext& ctx, ShowOptions const& options)
@@ -111,6 +167,9 @@ void add_list(CLI::App& device, CommandContext& ctx)
     auto* cmd = device.add_subcommand("list", "List devices with their enrollment and latest decision");
     cmd->add_option("--state", options->state, "Only devices in this state")
         ->check(CLI::IsMember({"allowed", "denied", "exempted", "unenrolled", "stale"}));
+    cmd->add_option("--after", options->after, "Only devices whose id sorts after this one");
+    cmd->add_option("--limit", options->limit, "One page of at most this many devices (1-10000); without it, every page")
+        ->check(CLI::Range(std::int64_t{1}, kPageLimit));
     cmd->callback([&ctx, options] { ctx.exit_code = run_list(ctx, *options); });
 }
 

@@ -1079,11 +1079,12 @@ Result<std::vector<DeviceRecord>> SqliteStore::list_devices(DeviceQuery const& q
 {
     return read([&](Connection& db) {
         auto& stmt = db.prepare(
-            "SELECT " DEVICE_COLUMNS " FROM devices WHERE "
+            "SELECT " DEVICE_COLUMNS " FROM devices WHERE device_id > ?3 AND ("
             "?1 = 0 OR (?1 = 1 AND decision = 'allow') OR (?1 = 2 AND decision = 'deny') "
             "OR (?1 = 3 AND decision = 'allow' AND basis = 'exempted') OR (?1 = 4 AND coalesce(enrolled, 0) = 0) "
-            "OR (?1 = 5 AND coalesce(last_checkin, 0) < ?2) ORDER BY device_id");
-        stmt.bind(1, static_cast<std::int64_t>(query.state)).bind(2, seconds_of(query.stale_before));
+            "OR (?1 = 5 AND coalesce(last_checkin, 0) < ?2)) ORDER BY device_id LIMIT ?4");
+        stmt.bind(1, static_cast<std::int64_t>(query.state)).bind(2, seconds_of(query.stale_before)).bind(3, query.after)
+            .bind(4, query.limit == 0 ? std::int64_t{-1} : static_cast<std::int64_t>(query.limit));
         std::vector<DeviceRecord> out;
         while (stmt.step()) out.push_back(device_from_row(stmt));
         return out;

@@ -233,6 +233,21 @@ std::optional<std::string> query_param(std::string_view query, std::string_view 
     return std::nullopt;
 }
 
+// Lists page: the default and the largest number of items per answer.
+constexpr std::int64_t kDefaultPageLimit = 1000, kMaxPageLimit = 10000;
+
+// The non-negative integer value of `key` in a query string, `fallback` when absent or empty,
+// nullopt when it is not a number.
+std::optional<std::int64_t> query_number(std::string_view query, std::string_view key, std::int64_t fallback)
+{
+    auto const text = query_param(query, key);
+    if (!text || text->empty()) return fallback;
+    std::int64_t value = 0;
+    auto const [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+    if (ec != std::errc{} || end != text->data() + text->size() || value < 0) return std::nullopt;
+    return value;
+}
+
 std::optional<DeviceState> device_state_from_string(std::string_view s)
 {
     if (s == "allowed") return DeviceState::allowed;
@@ -469,12 +484,22 @@ HttpResponse Router::device_list(std::string_view query) const
         filter.state = *parsed;
     }
     filter.stale_before = clock_() - std::chrono::hours{policy_.load()->checkin.stale_after_hours};
+    filter.after = query_param(query, "after").value_or("");
+    if (!filter.after.empty() && !is_valid_device_id(filter.after))
+        return error_response(api_error(400, "invalid_field", "after must be a device id."));
+    auto const limit = query_number(query, "limit", kDefaultPageLimit);
+    if (!limit || *limit == 0 || *limit > kMaxPageLimit)
+        return error_response(api_error(400, "invalid_field", "limit must be 1-10000."));
+    filter.limit = static_cast<std::size_t>(*limit) + 1;  // one more tells whether another page follows
     auto devices = store_.list_devices(filter);
     if (!devices) return error_response(storage_error(devices.error()));
+    bool const more = devices->size() > static_cast<std::size_t>(*limit);
+    if (more) devices->pop_back();
     boost::json::array out;
     out.reserve(devices->size());
     for (auto const& d : *devices) out.emplace_back(device_to_json(d));
-    return json_response(200, {{"devices", std::move(out)}});
+    boost::json::value next = more ? boost::json::value(devices->back().device_id) : boost::json::value(nullptr);
+    return json_response(200, {{"devices", std::move(out)}, {"next_after", std::move(next)}});
 }
 
 HttpResponse Router::put_enrollment(ClientId const& client, std::string const& device_id,
@@ -728,18 +753,9 @@ Result<int> Router::revalidate_agreements() const
 
 HttpResponse Router::audit_list(std::string_view query) const
 {
-    constexpr std::int64_t kDefaultLimit = 1000, kMaxLimit = 10000;
-    auto const number = [&](std::string_view key, std::int64_t fallback) -> std::optional<std::int64_t> {
-        auto const text = query_param(query, key);
-        if (!text || text->empty()) return fallback;
-        std::int64_t value = 0;
-        auto const [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
-        if (ec != std::errc{} || end != text->data() + text->size() || value < 0) return std::nullopt;
-        return value;
-    };
-    auto const after = number("after", 0);
-    auto const limit = number("limit", kDefaultLimit);
-    if (!after || !limit || *limit == 0 || *limit > kMaxLimit)
+    auto const after = query_number(query, "after", 0);
+    auto const limit = query_number(query, "limit", kDefaultPageLimit);
+    if (!after || !limit || *limit == 0 || *limit > kMaxPageLimit)
         return error_response(api_error(400, "invalid_field", "after must be a sequence number and limit 1-10000."));
     auto records = store_.list_audit(*after, static_cast<std::size_t>(*limit));
     if (!records) return error_response(storage_error(records.error()));

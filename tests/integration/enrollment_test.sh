@@ -173,6 +173,29 @@ case_exemptctl_device_list_and_show() {
     assert_contains "$CTL_OUT" LAPTOP-0042 "exemptctl device list --state allowed (table)"
     assert_not_contains "$CTL_OUT" LAPTOP-0043 "exemptctl device list --state allowed (table)"
 
+    # Paging: one page with --limit, its cursor on stderr; every page without.
+    local all
+    ctl helpdesk device list --json
+    all="$(jcolumn "$CTL_OUT" .devices .device_id | tr '\n' ' ')"
+    [[ "$(wc -w <<<"$all")" -ge 3 ]] || fail "expected at least 3 devices, got: $all"
+    assert_json .next_after null "$CTL_OUT"
+    ctl helpdesk device list --limit 2 --json
+    assert_ctl 0
+    assert_eq "$(cut -d' ' -f1-2 <<<"$all") " "$(jcolumn "$CTL_OUT" .devices .device_id | tr '\n' ' ')" "device list --limit 2"
+    assert_json .next_after "$(cut -d' ' -f2 <<<"$all")" "$CTL_OUT"
+    assert_contains "$CTL_ERR" "exemptctl device list --after $(cut -d' ' -f2 <<<"$all")" "device list --limit 2 (cursor)"
+    ctl helpdesk device list --after "$(cut -d' ' -f2 <<<"$all")" --json
+    assert_ctl 0
+    assert_eq "$(cut -d' ' -f3- <<<"$all")" "$(jcolumn "$CTL_OUT" .devices .device_id | tr '\n' ' ')" "device list --after"
+    ctl helpdesk device list --limit 0
+    assert_ctl 2
+    ctl helpdesk device list --after "bad id"
+    assert_ctl 2
+    api helpdesk GET "/v1/devices?limit=10001"
+    assert_error 400 invalid_field
+    api helpdesk GET "/v1/devices?after=%27%3B--"
+    assert_error 400 invalid_field
+
     ctl helpdesk device show LAPTOP-0042 --json
     assert_ctl 0
     assert_json .device_id LAPTOP-0042 "$CTL_OUT"

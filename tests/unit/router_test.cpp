@@ -389,9 +389,10 @@ TEST_CASE("The device list answers {devices: [...]} and filters by state", "[rou
         INFO(target << " -> " << response.body);
         REQUIRE(response.status == 200);
         auto const body = body_of(response);
-        REQUIRE(body.size() == 1);
+        REQUIRE(body.size() == 2);
         std::vector<std::string> ids;
         for (auto const& d : body.at("devices").as_array()) ids.push_back(string_at(d.as_object(), "device_id"));
+        if (auto const& next = body.at("next_after"); !next.is_null()) ids.push_back("next:" + std::string(next.as_string()));
         return ids;
     };
     using Ids = std::vector<std::string>;
@@ -403,7 +404,19 @@ TEST_CASE("The device list answers {devices: [...]} and filters by state", "[rou
     CHECK(listed("/v1/devices?state=stale").empty());
     CHECK(listed("/v1/devices?other=1&state=%61llowed") == Ids{"LAPTOP-0042"});
 
-    SECTION("stale follows the injected clock and the policy's stale_after_hours") {
+    SECTION("pages: limit, then after the last id") {
+        CHECK(listed("/v1/devices?limit=1") == Ids{"LAPTOP-0042", "next:LAPTOP-0042"});
+        CHECK(listed("/v1/devices?limit=1&after=LAPTOP-0042") == Ids{"LAPTOP-0043"});
+        CHECK(listed("/v1/devices?limit=2") == Ids{"LAPTOP-0042", "LAPTOP-0043"});
+        CHECK(listed("/v1/devices?after=LAPTOP-0043").empty());
+        CHECK(listed("/v1/devices?state=denied&after=LAPTOP-0000&limit=1") == Ids{"LAPTOP-0043"});
+        for (auto const* bad : {"/v1/devices?limit=0", "/v1/devices?limit=10001", "/v1/devices?limit=-1",
+                                "/v1/devices?limit=two", "/v1/devices?after=%27%20OR%201%3D1"}) {
+            INFO(bad);
+            check_error(api.call(kHelpdesk, "GET", bad), 400, "invalid_field");
+        }
+    }
+        SECTION("stale follows the injected clock and the policy's stale_after_hours") {
         api.clock.advance(72h);
         CHECK(listed("/v1/devices?state=stale").empty());
         api.clock.advance(1s);

@@ -540,7 +540,7 @@ TEST_CASE("Device lists filter by overlapping states", "[store]")
     REQUIRE(store->put_enrollment("F-BOUNDARY", enrollment(true), kNoEvaluate));
     REQUIRE(check_in(*store, "F-BOUNDARY", "nonce-f-01", stale_before, evaluate.fn(stale_before)));
 
-    auto const list = [&](DeviceState state) { return ids(store->list_devices(DeviceQuery{state, stale_before})); };
+    auto const list = [&](DeviceState state) { return ids(store->list_devices(DeviceQuery{.state = state, .stale_before = stale_before})); };
     using Ids = std::vector<std::string>;
     CHECK(list(DeviceState::any) == Ids{"A-COMPLIANT", "B-DENIED", "C-EXEMPTED", "D-SILENT", "E-STALE", "F-BOUNDARY"});
     CHECK(list(DeviceState::allowed) == Ids{"A-COMPLIANT", "C-EXEMPTED", "E-STALE"});
@@ -550,7 +550,7 @@ TEST_CASE("Device lists filter by overlapping states", "[store]")
     CHECK(list(DeviceState::stale) == Ids{"D-SILENT", "E-STALE"});
 
     SECTION("the listed records carry the device's data") {
-        auto const devices = store->list_devices(DeviceQuery{DeviceState::exempted, stale_before});
+        auto const devices = store->list_devices(DeviceQuery{.state = DeviceState::exempted, .stale_before = stale_before});
         REQUIRE(devices);
         REQUIRE(devices->size() == 1);
         auto const& c = devices->front();
@@ -575,6 +575,16 @@ TEST_CASE("A read does not hide or block later writes", "[store]")
         REQUIRE(store->get_device("LAPTOP-0001"));
         REQUIRE(store->put_enrollment("LAPTOP-0002", enrollment(true), kNoEvaluate));
         CHECK(ids(store->list_devices(DeviceQuery{})) == std::vector<std::string>{"LAPTOP-0001", "LAPTOP-0002"});
+    }
+    SECTION("a list pages by id: after, then limit") {
+        auto store = exemptd::open_sqlite_store(":memory:");
+        for (auto const* id : {"LAPTOP-0003", "LAPTOP-0001", "LAPTOP-0002"})
+            REQUIRE(store->put_enrollment(id, enrollment(true), kNoEvaluate));
+        using Ids = std::vector<std::string>;
+        CHECK(ids(store->list_devices(DeviceQuery{.limit = 2})) == Ids{"LAPTOP-0001", "LAPTOP-0002"});
+        CHECK(ids(store->list_devices(DeviceQuery{.after = "LAPTOP-0001"})) == Ids{"LAPTOP-0002", "LAPTOP-0003"});
+        CHECK(ids(store->list_devices(DeviceQuery{.after = "LAPTOP-0001", .limit = 1})) == Ids{"LAPTOP-0002"});
+        CHECK(ids(store->list_devices(DeviceQuery{.after = "LAPTOP-0003"})).empty());
     }
     SECTION("a check-in after a device read is saved (:memory:)") {
         auto store = exemptd::open_sqlite_store(":memory:");

@@ -28,6 +28,8 @@ enum class DeviceState { any, allowed, denied, exempted, unenrolled, stale };
 struct DeviceQuery {
     DeviceState state = DeviceState::any;
     TimePoint stale_before{};  // used by DeviceState::stale
+    std::string after{};       // only devices whose id sorts after this one (paging)
+    std::size_t limit = 0;     // at most this many; 0: no limit
 };
 
 // How an enrollment write went.
