@@ -31,4 +31,10 @@ boost::json::object device_to_json(DeviceRecord const& device)
     return out;
 }
 
+bool looks_like_email(std::string_view s) noexcept
+{
+    auto const at = s.find('@');
+    return at != std::string_view::npos && at > 0 && at + 1 < s.size() && s.find_first_of(" \t\r\n<>") == s.npos;
+}
+
 }  // namespace exemptd

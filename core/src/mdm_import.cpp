@@ -1,5 +1,6 @@
 #include "exemptd/mdm_import.hpp"
 
+#include "exemptd/device.hpp"
 #include "exemptd/identity.hpp"
 
 #include <algorithm>
@@ -165,12 +166,6 @@ std::optional<bool> read_enrolled(std::string_view text)
 }
 
 // The same rule as PUT /v1/devices/{id}/enrollment's owner.
-bool looks_like_email(std::string_view s)
-{
-    auto const at = s.find('@');
-    return at != std::string_view::npos && at > 0 && at + 1 < s.size() && s.find_first_of(" \t\r\n<>") == s.npos;
-}
-
 bool has_control_characters(std::string_view s)
 {
     return std::any_of(s.begin(), s.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });

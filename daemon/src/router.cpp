@@ -2,6 +2,7 @@
 
 #include "exemptd/exemption_rules.hpp"
 #include "explain.hpp"
+#include "exemptd/device.hpp"
 #include "exemptd/digest.hpp"
 #include "exemptd/json_reader.hpp"
 #include "exemptd/mdm_import.hpp"
@@ -262,12 +263,6 @@ ApiError storage_error(boost::system::error_code const& ec)
 {
     spdlog::error("event=storage_error reason=\"{}\"", ec.message());
     return api_error(503, "storage_unavailable", "The database could not complete the request; try again.");
-}
-
-bool looks_like_email(std::string_view s)
-{
-    auto const at = s.find('@');
-    return at != std::string_view::npos && at > 0 && at + 1 < s.size() && s.find_first_of(" \t\r\n<>") == s.npos;
 }
 
 }  // namespace

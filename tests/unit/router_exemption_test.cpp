@@ -1,9 +1,7 @@
 // The exemption routes of the router (SPEC §4, §6): request, register, life cycle, and how an
 // approved exemption shows in a device's decision.
 
-#include "support.hpp"
-
-#include "router.hpp"
+#include "router_fixture.hpp"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -15,7 +13,6 @@ using namespace std::chrono_literals;
 using exemptd::ClientId;
 using exemptd::Role;
 using exemptd::TimePoint;
-using exemptd::daemon::HttpRequest;
 using exemptd::daemon::HttpResponse;
 using exemptd::test::fixed_time;
 using exemptd::test::PostureJson;
@@ -32,18 +29,14 @@ ClientId const kHelpdesk{Role::helpdesk, {}, "helpdesk@example.com"};
 ClientId const kEndpoint{Role::endpoint, "LAPTOP-0042", {}};
 
 // A router over a fresh database file, the standard policy and a clock the test moves.
-struct Api {
+// On a database file: exemption reads go through the store's own read connections.
+struct DatabaseDir {
     exemptd::test::TempDir dir;
-    exemptd::test::TestClock clock{t0};
-    std::unique_ptr<exemptd::Store> store = exemptd::open_sqlite_store(dir.file("exemptd.db"));
-    exemptd::daemon::Metrics metrics;
-    exemptd::daemon::Router router{std::make_shared<exemptd::Policy const>(exemptd::test::standard_policy()), *store,
-                                   metrics, clock.clock()};
+};
 
-    HttpResponse call(ClientId const& client, std::string method, std::string target, std::string body = {}) const
-    {
-        return router.handle(client, HttpRequest{std::move(method), std::move(target), std::move(body)});
-    }
+struct Api : DatabaseDir, exemptd::test::RouterFixture {
+    Api() : RouterFixture(dir.file("exemptd.db")) {}
+
     HttpResponse post(ClientId const& client, std::string const& target, boost::json::object const& body) const
     {
         return call(client, "POST", target, boost::json::serialize(body));

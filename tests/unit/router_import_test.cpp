@@ -1,7 +1,6 @@
-#include "support.hpp"
+#include "router_fixture.hpp"
 
 #include "exemptd/digest.hpp"
-#include "router.hpp"
 
 #include <boost/json/parse.hpp>
 #include <catch2/catch.hpp>
@@ -14,7 +13,6 @@ using exemptd::ClientId;
 using exemptd::Role;
 using exemptd::daemon::HttpResponse;
 using exemptd::daemon::Router;
-using exemptd::test::fixed_time;
 using exemptd::test::PostureJson;
 
 namespace {
@@ -24,13 +22,7 @@ ClientId const kHelpdesk{Role::helpdesk, {}, "alex@example.com"};
 ClientId const kAdmin{Role::admin, {}, "it-admin@example.com"};
 
 // A router over a fresh in-memory store and the standard policy.
-struct Api {
-    exemptd::test::TestClock clock{fixed_time("2026-11-27T21:00:00Z")};
-    std::unique_ptr<exemptd::Store> store = exemptd::open_sqlite_store(":memory:");
-    exemptd::daemon::Metrics metrics;
-    Router router{std::make_shared<exemptd::Policy const>(exemptd::test::standard_policy()), *store, metrics,
-                  clock.clock()};
-
+struct Api : exemptd::test::RouterFixture {
     // POST /v1/devices/import as the server would hand it over: admitted, then handled.
     HttpResponse import(ClientId const& client, std::string const& csv, std::string_view type = "text/csv") const
     {

@@ -1,6 +1,4 @@
-#include "support.hpp"
-
-#include "router.hpp"
+#include "router_fixture.hpp"
 
 #include <boost/json/parse.hpp>
 #include <catch2/catch.hpp>
@@ -11,9 +9,7 @@ using namespace std::chrono_literals;
 using Catch::Matchers::Contains;
 using exemptd::ClientId;
 using exemptd::Role;
-using exemptd::daemon::HttpRequest;
 using exemptd::daemon::HttpResponse;
-using exemptd::test::fixed_time;
 using exemptd::test::PostureJson;
 
 namespace {
@@ -26,19 +22,9 @@ ClientId const kAdmin{Role::admin, {}, "it-admin@example.com"};
 constexpr char const* kEnrollBody = R"({"enrolled": true, "owner": "sam@example.com", "source": "mdm"})";
 
 // A router over a fresh in-memory store, the standard policy and a clock the test moves.
-struct Api {
-    explicit Api(std::string const& database = ":memory:") : store(exemptd::open_sqlite_store(database)) {}
+struct Api : exemptd::test::RouterFixture {
+    using RouterFixture::RouterFixture;
 
-    exemptd::test::TestClock clock{fixed_time("2026-11-27T21:00:00Z")};
-    std::unique_ptr<exemptd::Store> store;
-    exemptd::daemon::Metrics metrics;
-    exemptd::daemon::Router router{std::make_shared<exemptd::Policy const>(exemptd::test::standard_policy()), *store,
-                                   metrics, clock.clock()};
-
-    HttpResponse call(ClientId const& client, std::string method, std::string target, std::string body = {}) const
-    {
-        return router.handle(client, HttpRequest{std::move(method), std::move(target), std::move(body)});
-    }
     HttpResponse check_in(ClientId const& client, PostureJson const& posture) const
     {
         return call(client, "POST", "/v1/checkin", posture.str());

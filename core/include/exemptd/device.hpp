@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace exemptd {
 
@@ -34,5 +35,9 @@ struct DeviceRecord {
 
 // The API's JSON for a device. Thread-safe.
 [[nodiscard]] boost::json::object device_to_json(DeviceRecord const& device);
+
+// Whether an enrollment owner is shaped like an email address: something, '@', something, and no
+// whitespace or angle brackets. A sanity check on registry input, not an RFC 5322 parser.
+[[nodiscard]] bool looks_like_email(std::string_view s) noexcept;
 
 }  // namespace exemptd
