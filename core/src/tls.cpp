@@ -85,6 +85,11 @@ Failure make_server_tls(ServerTlsFiles const& files)
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
     X509_VERIFY_PARAM_set_purpose(SSL_CTX_get0_param(ctx.get()), X509_PURPOSE_SSL_CLIENT);
     SSL_CTX_set_session_id_context(ctx.get(), kSessionContext, sizeof kSessionContext - 1);
+    // Resumption from a cache the server holds: with SSL_OP_NO_TICKET a TLS 1.3 ticket is only
+    // the id of a cached session (stateful), not the session (and client certificate) encrypted
+    // under a key, and a reload (SIGHUP) starts an empty cache, so every client then presents
+    // its certificate again against the new CA and CRL.
+    SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
     SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(ctx.get(), 20000);
     return ctx;

@@ -37,6 +37,35 @@ case_tls13_preferred_and_tls12_accepted() {
     assert_status 200
 }
 
+# s_client_request WHO SESSION_ARGS... — one GET over a fresh openssl s_client, read to the end
+# (a TLS 1.3 session ticket arrives after the handshake).
+s_client_request() {
+    local who="$1"
+    shift
+    printf 'GET /v1/devices HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' |
+        timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -CAfile "$PKI_DIR/server-ca.crt" \
+            -cert "$PKI_DIR/$who.crt" -key "$PKI_DIR/$who.key" -verify_return_error -ign_eof "$@" 2>&1 || true
+}
+
+case_sessions_resume_from_the_server_cache() {
+    local out session="$TEST_TMP/session.pem"
+    out="$(s_client_request helpdesk -sess_out "$session")"
+    assert_contains "$out" "New, TLSv1.3" "first connection"
+    assert_contains "$out" "HTTP/1.1 200" "first connection's answer"
+    out="$(s_client_request helpdesk -sess_in "$session")"
+    assert_contains "$out" "Reused, TLSv1.3" "second connection"
+    assert_contains "$out" "HTTP/1.1 200" "resumed connection's answer"
+    # Stateful: the ticket is a 32-byte id of the session in the server's cache, not the session.
+    local ticket_lines
+    ticket_lines="$(openssl sess_id -in "$session" -text -noout | sed -n '/TLS session ticket:/,/^ *Start Time/p' | grep -c ' - ')"
+    ((ticket_lines <= 2)) || fail "the session ticket is $ticket_lines hex lines long: a stateless ticket"
+    # A reload starts an empty cache: the old session is not resumed.
+    kill -HUP "$DAEMON_PID"
+    sleep 1
+    out="$(s_client_request helpdesk -sess_in "$session")"
+    assert_contains "$out" "New, TLSv1.3" "after SIGHUP"
+}
+
 case_tls11_is_refused() {
     local out
     # @SECLEVEL=0 lets this OpenSSL offer TLS 1.1 at all; the server must still refuse it.
@@ -146,6 +175,7 @@ start_daemon
 run_case "valid client certificates are served" case_valid_certificates_are_served
 run_case "the server presents the dev server certificate" case_server_presents_the_dev_server_certificate
 run_case "TLS 1.3 is preferred and TLS 1.2 accepted" case_tls13_preferred_and_tls12_accepted
+run_case "TLS 1.3 sessions resume from the server's cache, emptied by a reload" case_sessions_resume_from_the_server_cache
 run_case "TLS 1.1 is refused" case_tls11_is_refused
 run_case "no client certificate: the handshake never completes" case_no_client_certificate_never_completes_handshake
 run_case "a certificate from a rogue CA with the same name is refused" case_certificate_from_rogue_ca_is_refused
