@@ -6,12 +6,12 @@
 
 namespace exemptd {
 
-ApiResult<boost::json::object> parse_json_object(std::string_view body)
+ApiResult<boost::json::object> parse_json_object(std::string_view body, boost::json::storage_ptr storage)
 {
     boost::json::parse_options options;
     options.max_depth = 32;
     boost::system::error_code ec;
-    boost::json::value value = boost::json::parse(body, ec, {}, options);
+    boost::json::value value = boost::json::parse(body, ec, std::move(storage), options);
     if (ec) return api_error(400, "malformed_json", "The request body is not valid JSON: " + ec.message() + ".");
     if (!value.is_object()) return api_error(400, "malformed_json", "The request body must be a JSON object.");
     return std::move(value.as_object());

@@ -3,6 +3,7 @@
 #include "exemptd/identity.hpp"
 #include "exemptd/json_reader.hpp"
 
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -51,7 +52,10 @@ void read_facts(boost::json::object const* facts, ObjectReader& reader, PostureR
 
 ApiResult<PostureReport> decode_posture(std::string_view body)
 {
-    auto object = parse_json_object(body);
+    // A report (about 600 bytes) parses into the buffer; a larger one spills to the heap.
+    unsigned char buffer[8192];
+    boost::json::monotonic_resource arena(buffer, sizeof buffer);
+    auto object = parse_json_object(body, &arena);
     if (!object) return object.error();
     ObjectReader reader(*object);
     PostureReport report;

@@ -17,7 +17,10 @@ namespace exemptd {
 
 // Parses a request body that must be a JSON object (at most 32 levels deep). Answers 400
 // `malformed_json` otherwise. Thread-safe.
-[[nodiscard]] ApiResult<boost::json::object> parse_json_object(std::string_view body);
+// The object's memory comes from `storage` (default: the heap); a caller that reads the object
+// at once can pass a monotonic_resource over a stack buffer and skip malloc altogether.
+[[nodiscard]] ApiResult<boost::json::object> parse_json_object(std::string_view body,
+                                                               boost::json::storage_ptr storage = {});
 
 // The string at object[key], or "" when it is absent or not a string: for reading JSON this
 // process wrote itself (stored records, server answers), where a missing field reads as empty.
