@@ -405,7 +405,7 @@ HttpResponse Router::checkin_response(ApiResult<Decision> const& outcome) const
     metrics_.count_checkin(*outcome);
     spdlog::debug("event=checkin device={} decision={} basis={}", outcome->device_id, outcome->allow ? "allow" : "deny",
                   to_string(outcome->basis));
-    return json_response(200, decision_to_json(*outcome));
+    return {200, encode_decision(*outcome)};
 }
 
 HttpResponse Router::checkin(ClientId const& client, std::string const& body) const

@@ -2,6 +2,7 @@
 
 #include "exemptd/evaluator.hpp"
 
+#include <boost/json/serialize.hpp>
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -365,6 +366,28 @@ TEST_CASE("An uncovered failure denies even when other failures are covered", "[
     CHECK(d.basis == Basis::noncompliant);
     CHECK(control(d, "MDM-01").covered_by == "EX-000008");
     CHECK_FALSE(control(d, "LOCK-01").pass);
+}
+
+TEST_CASE("encode_decision writes exactly what serializing decision_to_json writes", "[evaluator]")
+{
+    auto device = compliant_device();
+    device.facts["disk_encrypted"] = FactValue{false};
+    device.failing_since["ENC-01"] = kNow - 1h;
+    auto d = decide(device, {exemption("EX-000007", {"MDM-01"}, kNow + 24h)});
+    REQUIRE_FALSE(d.controls.empty());
+    // Every byte that needs escaping, and UTF-8 and DEL, which pass through.
+    std::string awkward = "q\"b\\s/ \b\f\n\r\t";
+    for (char c = 0; c < 0x20; ++c) awkward.push_back(c);
+    awkward += "\x7f caf\xc3\xa9 \xe2\x9c\x93";
+    d.device_id = awkward;
+    d.policy_version = awkward;
+    d.controls.front().title = awkward;
+    d.controls.front().reason = awkward;
+    d.controls.front().observed = awkward;
+    d.controls.front().covered_by = awkward;
+    CHECK(exemptd::encode_decision(d) == boost::json::serialize(exemptd::decision_to_json(d)));
+    d.controls.clear();
+    CHECK(exemptd::encode_decision(d) == boost::json::serialize(exemptd::decision_to_json(d)));
 }
 
 TEST_CASE("A decision round-trips through its SPEC JSON", "[evaluator]")

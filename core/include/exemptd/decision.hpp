@@ -39,6 +39,8 @@ struct Decision {
 
 // The SPEC JSON for a decision. Thread-safe.
 [[nodiscard]] boost::json::object decision_to_json(Decision const& d);
+// The same as text: exactly boost::json::serialize(decision_to_json(d)), without the DOM.
+// Thread-safe.
 [[nodiscard]] std::string encode_decision(Decision const& d);
 
 // Parses a decision as the daemon sends it; the client and the store use it. Thread-safe.
