@@ -610,13 +610,13 @@ TEST_CASE("A version 1 database loses its check-in log and gains the nonce age i
     }
     {
         Inspector db(path);  // back to version 1's shape
-        REQUIRE(db.exec("DROP INDEX checkin_nonces_by_age; ALTER TABLE devices DROP COLUMN decision_key; CREATE TABLE checkins (seq INTEGER PRIMARY KEY, "
+        REQUIRE(db.exec("DROP INDEX exemptions_by_review; DROP INDEX checkin_nonces_by_age; ALTER TABLE devices DROP COLUMN decision_key; CREATE TABLE checkins (seq INTEGER PRIMARY KEY, "
                         "device_id TEXT NOT NULL, at INTEGER NOT NULL, reported_at INTEGER NOT NULL, "
                         "decision TEXT NOT NULL, basis TEXT NOT NULL); PRAGMA user_version = 1;") == SQLITE_OK);
     }
     auto store = exemptd::open_sqlite_store(path);
     Inspector db(path);
-    CHECK(db.number("PRAGMA user_version") == 2);
+    CHECK(db.number("PRAGMA user_version") == 3);
     CHECK(db.number("SELECT count(*) FROM sqlite_master WHERE name = 'checkins'") == 0);
     CHECK(db.number("SELECT count(*) FROM sqlite_master WHERE name = 'checkin_nonces_by_age'") == 1);
     CHECK_FALSE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0 + 1min, standard_evaluate(t0 + 1min)));  // still known
