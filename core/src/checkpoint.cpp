@@ -7,6 +7,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fcntl.h>
 #include <fstream>
@@ -141,14 +142,44 @@ boost::system::result<void, std::string> append_checkpoint(std::string const& pa
     return {};
 }
 
+namespace {
+
+// The last well-formed checkpoint among the whole lines of `lines`, or nullopt.
+std::optional<Checkpoint> last_checkpoint_in(std::string_view lines)
+{
+    for (std::size_t end = lines.size();;) {
+        auto const newline = end == 0 ? std::string_view::npos : lines.rfind('\n', end - 1);
+        auto const begin = newline == std::string_view::npos ? 0 : newline + 1;
+        if (auto c = checkpoint_from_line(lines.substr(begin, end - begin))) return c;
+        if (newline == std::string_view::npos) return std::nullopt;
+        end = newline;
+    }
+}
+
+}  // namespace
+
+// Reads the file backwards, a block at a time: the file gains a line every checkpoint interval
+// for as long as the daemon runs, and start-up and each audit verification need only the last.
 std::optional<Checkpoint> latest_checkpoint(std::string const& path)
 {
-    std::ifstream in(path);
-    std::optional<Checkpoint> latest;
-    for (std::string line; std::getline(in, line);) {
-        if (auto c = checkpoint_from_line(line)) latest = std::move(c);
+    constexpr std::streamoff kBlock = 8192;
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    if (!in) return std::nullopt;
+    std::streamoff end = in.tellg();
+    std::string partial;  // the start of the file's last unread line, whose beginning is not read yet
+    while (end > 0) {
+        auto const start = std::max<std::streamoff>(0, end - kBlock);
+        std::string text(static_cast<std::size_t>(end - start), '\0');
+        if (!in.seekg(start) || !in.read(text.data(), static_cast<std::streamsize>(text.size()))) return std::nullopt;
+        text += partial;
+        // Only the lines after the block's first newline are whole, unless the block starts the file.
+        auto const first = start == 0 ? std::string::npos : text.find('\n');
+        auto const whole = start == 0 ? 0 : first == std::string::npos ? text.size() : first + 1;
+        if (auto c = last_checkpoint_in(std::string_view(text).substr(whole))) return c;
+        partial = text.substr(0, whole == 0 ? 0 : whole - (first == std::string::npos ? 0 : 1));
+        end = start;
     }
-    return latest;
+    return std::nullopt;
 }
 
 std::optional<std::string> check_against_checkpoint(Checkpoint const& c, std::int64_t last_seq,

@@ -21,6 +21,7 @@
 #include <thread>
 #include <filesystem>
 #include <mutex>
+#include <stop_token>
 #include <stdexcept>
 #include <system_error>
 
@@ -126,6 +127,18 @@ DROP TABLE checkins;
 CREATE INDEX checkin_nonces_by_age ON checkin_nonces(device_id, seen_at);
 ALTER TABLE devices ADD COLUMN decision_key TEXT;
 )sql",
+    // The sweep finds overdue reviews by next_review_at instead of reading every active
+    // exemption (100,000 of them: about 0.1 s of the writer's time every sweep_interval).
+    R"sql(
+CREATE INDEX exemptions_by_review ON exemptions(state, next_review_at);
+)sql",
+    // At most one row: the marker of a clean stop (see take_clean_stop).
+    R"sql(
+CREATE TABLE clean_stop (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  at INTEGER NOT NULL
+);
+)sql",
 };
 
 std::int64_t seconds_of(TimePoint t)
@@ -151,19 +164,53 @@ int schema_version(Connection& db)
     return version;
 }
 
-// A corrupt database must not be served: answers read from it would be wrong and writes could
-// spread the damage. quick_check reads every page once (O(N), see README "Crash safety") but
-// skips the index-content cross-check of integrity_check. Throws Failure (SQLITE_CORRUPT) naming
-// the first problem.
-void check_not_corrupt(Connection& db)
+// The first problem PRAGMA quick_check finds, or nullopt when it finds none. quick_check reads
+// every page once (O(N), see README "Crash safety") but skips the index-content cross-check of
+// integrity_check. Throws Failure when it cannot read the file at all (SQLITE_NOTADB, I/O).
+std::optional<std::string> quick_check_problem(Connection& db)
 {
     auto& stmt = db.prepare("PRAGMA quick_check(1)");
     std::string first = stmt.step() ? stmt.text(0) : "quick_check returned nothing";
     db.reset_all();
-    if (first == "ok") return;
+    if (first == "ok") return std::nullopt;
     // The problem may come after a "*** in database main ***" heading line.
     if (first.starts_with("*** ") && first.find('\n') != std::string::npos) first.erase(0, first.find('\n') + 1);
-    throw sqlite::Failure{SQLITE_CORRUPT, first.substr(0, first.find('\n'))};
+    return first.substr(0, first.find('\n'));
+}
+
+// A corrupt database must not be served: answers read from it would be wrong and writes could
+// spread the damage. Throws Failure (SQLITE_CORRUPT) naming the first problem.
+void check_not_corrupt(Connection& db)
+{
+    if (auto problem = quick_check_problem(db)) throw sqlite::Failure{SQLITE_CORRUPT, std::move(*problem)};
+}
+
+bool is_corruption(int code)
+{
+    return (code & 0xff) == SQLITE_CORRUPT || (code & 0xff) == SQLITE_NOTADB;
+}
+
+// What start-up and the background check both say about a damaged file.
+std::string corrupt_message(std::string const& path, std::string const& problem)
+{
+    return "database " + path + " is corrupt: " + problem + "; restore from a backup";
+}
+
+// Whether the previous run recorded a clean stop (SqliteStore::record_clean_stop). The marker is
+// deleted at once, in a durable commit before anything else is written, so that from here on a
+// crash leaves none and the next open checks the file first. A database without the table (new,
+// or older than it) has no marker.
+bool take_clean_stop(Connection& db)
+{
+    auto& table = db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'clean_stop'");
+    bool const has_table = table.step() && table.integer(0) > 0;
+    table.reset();
+    if (!has_table) return false;
+    auto& marker = db.prepare("SELECT count(*) FROM clean_stop");
+    bool const clean = marker.step() && marker.integer(0) > 0;
+    marker.reset();
+    if (clean) db.exec("DELETE FROM clean_stop");
+    return clean;
 }
 
 void migrate(Connection& db)
@@ -496,7 +543,7 @@ public:
     explicit SqliteStore(std::string path) : path_(std::move(path)), writer_(path_)
     {
         configure(writer_);
-        check_not_corrupt(writer_);  // before a migration could write into a damaged file
+        check_at_open();  // before a migration could write into a damaged file
         migrate(writer_);
         // Replaces SQLite's own checkpoint-on-commit: the commit thread never waits for one.
         sqlite3_wal_hook(writer_.handle(), &SqliteStore::on_wal_commit, this);
@@ -519,6 +566,7 @@ public:
         }
         checkpoint_cv_.notify_one();
         checkpointer_.join();
+        record_clean_stop();
     }
 
     Result<EnrollmentOutcome> put_enrollment(std::string const& device_id, Enrollment const& enrollment,
@@ -551,8 +599,16 @@ public:
     Result<void> backup(std::string const& destination) const override;
     Result<ImportOutcome> import_enrollments(std::vector<EnrollmentRow> const& rows, ImportAudit const& audit,
                                              Evaluate const& evaluate) override;
+    bool integrity_check_deferred() const override { return integrity_deferred_; }
+    Result<std::optional<std::string>> check_integrity(std::stop_token stop) override;
 
 private:
+    void check_at_open();
+    void record_clean_stop() noexcept;
+    void note_failure(int code) const noexcept
+    {
+        if (is_corruption(code)) corruption_seen_ = true;
+    }
     // Runs `job` in the next group commit and waits for it; `relaxed` allows the commit to skip
     // the disk sync unless the job appends audit records.
     bool write(std::function<bool(Connection&)> job, bool relaxed = false);
@@ -589,7 +645,83 @@ private:
 
     mutable std::mutex readers_mutex_;
     mutable std::vector<std::unique_ptr<Connection>> idle_readers_;
+
+    bool integrity_deferred_ = false;             // set at open
+    std::atomic<bool> integrity_verified_{false};  // quick_check found nothing, at open or since
+    std::atomic<bool> damaged_{false};             // check_integrity found damage: writes are refused
+    mutable std::atomic<bool> corruption_seen_{false};  // some statement failed with SQLITE_CORRUPT
 };
+
+// Takes the clean-stop marker, then runs quick_check unless the previous run stopped cleanly and
+// no migration is due; check_integrity() is then the caller's to run. Throws Failure
+// (SQLITE_CORRUPT) for a damaged file.
+void SqliteStore::check_at_open()
+{
+    bool const clean = take_clean_stop(writer_);
+    bool const migrating = schema_version(writer_) < static_cast<int>(std::size(kMigrations));
+    if (clean && !migrating) {
+        integrity_deferred_ = true;
+        spdlog::info("event=database_opened clean_stop=true integrity_check=deferred");
+        return;
+    }
+    auto const started = std::chrono::steady_clock::now();
+    check_not_corrupt(writer_);
+    integrity_verified_ = true;
+    spdlog::info("event=database_opened clean_stop={} integrity_check=passed check_ms={}", clean,
+                 std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count());
+}
+
+// The last write of a store that closes: the marker that lets the next open defer its check.
+// Written only when this run's quick_check passed and nothing since reported corruption; a check
+// that was interrupted, could not finish or found damage leaves no marker, so the next open
+// checks first. Closing the connections afterwards copies the WAL back into the file.
+void SqliteStore::record_clean_stop() noexcept
+{
+    char const* const skipped = damaged_ ? "the integrity check found damage"
+                                : corruption_seen_ ? "SQLite reported corruption"
+                                : !integrity_verified_ ? "the integrity check did not finish in this run"
+                                                      : nullptr;
+    if (skipped != nullptr) {
+        // A daemon stopped before its deferred check finished is routine; damage is not.
+        auto const level = damaged_ || corruption_seen_ ? spdlog::level::warn : spdlog::level::info;
+        spdlog::log(level, "event=database_closed clean_stop=false reason=\"{}\" effect=\"the next start checks the file first\"",
+                    skipped);
+        return;
+    }
+    try {
+        set_durable(true);
+        writer_.exec("INSERT OR REPLACE INTO clean_stop (id, at) VALUES (1, CAST(strftime('%s', 'now') AS INTEGER))");
+        spdlog::info("event=database_closed clean_stop=true");
+    } catch (sqlite::Failure const& f) {
+        spdlog::warn("event=database_closed clean_stop=false code={} reason=\"{}\" effect=\"the next start checks the "
+                     "file first\"", f.code, f.message);
+    }
+}
+
+// quick_check on a read connection of its own, beside the writer and the readers (WAL): it reads
+// the snapshot committed when it starts. `stop` interrupts it.
+Result<std::optional<std::string>> SqliteStore::check_integrity(std::stop_token stop)
+{
+    try {
+        Connection db(path_);
+        db.exec("PRAGMA query_only=ON");
+        std::stop_callback interrupt(stop, [&db] { sqlite3_interrupt(db.handle()); });
+        auto problem = quick_check_problem(db);
+        // An interrupted check may report a half-read tree as a problem: it proves nothing.
+        if (stop.stop_requested()) return make_error_code(boost::system::errc::operation_canceled);
+        if (!problem) {
+            integrity_verified_ = true;
+            return std::optional<std::string>{};
+        }
+        damaged_ = true;
+        return std::optional<std::string>{corrupt_message(path_, *problem)};
+    } catch (sqlite::Failure const& f) {
+        if (stop.stop_requested()) return make_error_code(boost::system::errc::operation_canceled);
+        if (!is_corruption(f.code)) return boost::system::error_code{f.code, sqlite_category()};
+        damaged_ = true;
+        return std::optional<std::string>{corrupt_message(path_, f.message)};
+    }
+}
 
 // Group commit: one thread takes every queued write and commits them together (each job in its
 // own savepoint), then tells each writer how it went.
@@ -637,6 +769,10 @@ bool SqliteStore::write(std::function<bool(Connection&)> job, bool relaxed)
 // acknowledged before it is synced to disk.
 void SqliteStore::commit_batch(std::vector<std::unique_ptr<PendingWrite>> const& batch)
 {
+    if (damaged_) {  // writes must not spread the damage; every job fails (committed stays false)
+        spdlog::error("event=write_refused writes={} reason=\"the database is damaged\"", batch.size());
+        return;
+    }
     std::vector<PendingWrite*> relaxed, durable;
     for (auto const& p : batch) (p->relaxed ? relaxed : durable).push_back(p.get());
     if (!relaxed.empty()) run_transaction(relaxed, &durable);
@@ -670,6 +806,7 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
         writer_.exec("COMMIT");
     } catch (sqlite::Failure const& f) {
         spdlog::error("event=write_failed stage={} code={} reason=\"{}\"", stage, f.code, f.message);
+        note_failure(f.code);
         writer_.reset_all();
         if (sqlite3_get_autocommit(writer_.handle()) == 0)
             sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
@@ -689,6 +826,7 @@ SqliteStore::JobOutcome SqliteStore::run_job(PendingWrite& pending, bool escalat
         keep = pending.job(writer_);
     } catch (sqlite::Failure const& f) {
         spdlog::error("event=write_failed stage=job code={} reason=\"{}\"", f.code, f.message);
+        note_failure(f.code);
     } catch (std::exception const& e) {
         // A bug in a job must not leave the transaction open or the queue without a leader.
         spdlog::error("event=write_failed stage=job reason=\"{}\"", e.what());
@@ -783,6 +921,7 @@ auto SqliteStore::read(F&& f) const -> Result<decltype(f(std::declval<Connection
         return result;
     } catch (sqlite::Failure const& failure) {
         spdlog::error("event=read_failed code={} reason=\"{}\"", failure.code, failure.message);
+        note_failure(failure.code);
         return boost::system::error_code{failure.code, sqlite_category()};
     } catch (std::exception const& e) {
         spdlog::error("event=read_failed reason=\"{}\"", e.what());
@@ -1124,8 +1263,7 @@ std::unique_ptr<Store> open_sqlite_store(std::string const& path)
         return std::make_unique<SqliteStore>(path);
     } catch (sqlite::Failure const& f) {
         int const primary = f.code & 0xff;
-        if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
-            throw std::runtime_error("database " + path + " is corrupt: " + f.message + "; restore from a backup");
+        if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) throw std::runtime_error(corrupt_message(path, f.message));
         throw std::runtime_error("cannot open database " + path + ": " + f.message);
     }
 }

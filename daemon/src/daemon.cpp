@@ -15,6 +15,9 @@
 
 #include <sys/resource.h>
 
+#include <atomic>
+#include <stop_token>
+
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -110,7 +113,7 @@ public:
     }
 
     // Stops signing: a trail that disagrees with its last checkpoint must not get a fresh one
-    // that would hide the damage.
+    // that would hide the damage. Thread-safe.
     void halt() { halted_ = true; }
 
     // Signs and appends a checkpoint of the current head. Called from one thread.
@@ -131,7 +134,62 @@ private:
     std::string file_;
     PkeyPtr key_;
     Store const& store_;
-    bool halted_ = false;
+    std::atomic<bool> halted_{false};
+};
+
+// Runs the integrity check that the store deferred at open (the previous run stopped cleanly) on
+// a thread of its own while the daemon serves. Damage found is logged with the reason start-up
+// would give, the store already refuses writes, and `on_damage` stops the server; run_daemon then
+// exits 1 so that the supervisor restarts exemptd into the check at open, which refuses the file.
+class BackgroundCheck {
+public:
+    explicit BackgroundCheck(Store& store) : store_(store) {}
+
+    // Starts the check, unless the store checked at open. Call once.
+    void start(std::function<void()> on_damage)
+    {
+        if (!store_.integrity_check_deferred()) return;
+        thread_ = std::jthread([this, on_damage = std::move(on_damage)](std::stop_token stop) {
+            if (run(stop)) on_damage();
+        });
+    }
+
+    // Interrupts a check in progress and waits for it; must come before the server goes.
+    void stop()
+    {
+        if (!thread_.joinable()) return;
+        thread_.request_stop();
+        thread_.join();
+    }
+
+    // True once a check has found damage.
+    [[nodiscard]] bool found_damage() const { return damaged_; }
+
+private:
+    bool run(std::stop_token const& stop)
+    {
+        auto const started = std::chrono::steady_clock::now();
+        auto const found = store_.check_integrity(stop);
+        auto const ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+        if (!found) {
+            if (!stop.stop_requested())
+                spdlog::warn("event=integrity_check_failed reason=\"{}\" effect=\"the next start checks the file first\"",
+                             found.error().message());
+            return false;
+        }
+        if (!*found) {
+            spdlog::info("event=integrity_checked result=ok check_ms={}", ms.count());
+            return false;
+        }
+        spdlog::critical("event=database_corrupt reason=\"{}\" effect=\"writes refused, stopping; the restart "
+                         "refuses the file\"", **found);
+        damaged_ = true;
+        return true;
+    }
+
+    Store& store_;
+    std::atomic<bool> damaged_{false};
+    std::jthread thread_;
 };
 
 // Half the WatchdogSec that systemd asks for, or nullopt when no watchdog is on.
@@ -213,10 +271,6 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     options.limits = config->limits;
     options.threads = thread_count(*config);
     options.handler_threads = config->handler_threads;
-    options.on_ready = [&](Endpoint const& api, Endpoint const& metrics_endpoint) {
-        if (!ready_file.empty()) write_ready_file(ready_file, api, metrics_endpoint);
-        sd_notify(0, "READY=1");
-    };
     options.on_reload = [&] { return reload(*config, router, *store); };
     options.on_stopping = [] { sd_notify(0, "STOPPING=1"); };
     auto key = load_private_key(config->tls_key);
@@ -228,6 +282,16 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     // Checkpoints are signed with the TLS key by default, so the server certificate verifies them.
     router.set_checkpoints(config->checkpoint_file, std::shared_ptr<EVP_PKEY>(cert_key->release(), PkeyFree{}));
     Checkpointer checkpointer(*config, std::move(*key), *store);
+    BackgroundCheck integrity(*store);
+    Server* serving = nullptr;  // set before run(), which calls on_ready
+    options.on_ready = [&](Endpoint const& api, Endpoint const& metrics_endpoint) {
+        if (!ready_file.empty()) write_ready_file(ready_file, api, metrics_endpoint);
+        sd_notify(0, "READY=1");
+        integrity.start([&] {
+            checkpointer.halt();  // a head read from a damaged file must not be signed
+            serving->stop();
+        });
+    };
     options.periodic.push_back({config->sweep_interval, [&] { sweep(router); }});
     options.periodic.push_back({config->checkpoint_interval, [&] { checkpointer.write(); }});
     if (auto const interval = watchdog_interval()) options.periodic.push_back({*interval, [] { sd_notify(0, "WATCHDOG=1"); }});
@@ -239,7 +303,9 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     sweep(router);
     checkpointer.write();
     Server server(std::move(options), std::move(*tls), router, metrics);
+    serving = &server;
     server.run();
+    integrity.stop();
     // Stopping already: a second SIGTERM must not cut the final checkpoint (or exit with 143
     // once the server's handlers are gone). Only this thread is left, so blocking is enough.
     sigset_t stop_signals;
@@ -247,6 +313,10 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     for (int const s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop_signals, s);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     checkpointer.write();
+    if (integrity.found_damage()) {
+        spdlog::critical("event=stopped exit=1 reason=\"the database is corrupt\"");
+        return 1;
+    }
     spdlog::info("event=stopped");
     return 0;
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Storage failures (README "Crash safety"): a corrupt database is refused at start-up with a
-# clear message; a full disk and a read-only database make writes fail with 503
-# storage_unavailable and nothing half-written, while reads keep being served and writes work
-# again once the disk has space. The full-disk case mounts a small tmpfs and so needs root (it
+# clear message after an unclean stop, and found by the background check (exit 1, then refused)
+# after a clean one; clean restarts keep serving. A full disk and a read-only database make writes
+# fail with 503 storage_unavailable and nothing half-written, while reads keep being served and
+# writes work again once the disk has space. The full-disk case mounts a small tmpfs and so needs root (it
 # is skipped, saying so, where mounting is not allowed).
 source "$(dirname "$0")/lib.sh"
 
@@ -47,36 +48,128 @@ assert_consistent() {
 # ---------------------------------------------------------------------------------------------
 # Cases.
 
-case_corrupt_database_is_refused() {
-    local dir="$TEST_TMP/corrupt" db pages size mid rc=0 line
-    start_daemon "$dir"
-    enroll CORRUPT-1
-    request_exemption "before the damage"
-    assert_status 201
-    stop_daemon || exit 1
-    db="$dir/state/exemptd.db"
+# fill_and_keep DIR — with exemptd stopped: adds 400 devices (so that the file has pages in the
+# middle to damage), moves any WAL left by a kill into the file, and keeps a good copy.
+fill_and_keep() {
+    local db="$1/state/exemptd.db"
     sqlite3 "$db" "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
         INSERT INTO devices (device_id) SELECT printf('FILLER-%04d', i) FROM n" || fail "could not add rows"
+    sqlite3 "$db" "PRAGMA wal_checkpoint(TRUNCATE)" >/dev/null || fail "could not checkpoint the WAL"
+    [[ ! -s "$db-wal" ]] || fail "the WAL should be in the file by now"
+    cp "$db" "$TEST_TMP/good.db"
+}
+
+# damage_middle_page DB — overwrites the b-tree page header and cell pointers of a page in the
+# middle of the file (a device page).
+damage_middle_page() {
+    local db="$1" size pages mid
     size="$(db_count "$db" 'PRAGMA page_size')"
     pages="$(db_count "$db" 'PRAGMA page_count')"
     ((pages >= 8)) || fail "expected a database of several pages, got $pages"
-    [[ ! -e "$db-wal" || ! -s "$db-wal" ]] || fail "the WAL should be checkpointed after a clean stop"
-    cp "$db" "$TEST_TMP/good.db"
-    # Overwrite the b-tree page header and cell pointers of a page in the middle of the file.
     mid=$((pages / 2))
     head -c 48 /dev/zero | tr '\0' '\377' | dd of="$db" bs=1 seek=$(((mid - 1) * size)) conv=notrunc status=none
+}
+
+# assert_refused_at_start DIR — exemptd refuses the damaged database before serving, with the
+# clear message, and leaves it as it was; a good copy then starts and serves.
+assert_refused_at_start() {
+    local dir="$1" db="$1/state/exemptd.db" line
     start_daemon_expecting_failure "$dir"
     line="$(grep 'event=start_failed' "$dir/daemon.log" | tail -n 1)"
     assert_match "$line" \
         "level=critical event=start_failed reason=\"database $db is corrupt: .+; restore from a backup\"" \
         "the start-up refusal"
     note "$line"
-    # The damaged file was left as it was (no migration, no audit record written into it).
     cp "$TEST_TMP/good.db" "$db"
+    rm -f "$db-wal" "$db-shm"
     start_daemon "$dir"
     api helpdesk GET /v1/devices/CORRUPT-1
     assert_status 200
     stop_daemon || exit 1
+}
+
+# A run killed with SIGKILL records no clean stop, so the next start checks the whole file before
+# serving, as after a crash or a power cut.
+case_corrupt_after_kill_is_refused_at_start() {
+    local dir="$TEST_TMP/killed" db="$TEST_TMP/killed/state/exemptd.db"
+    start_daemon "$dir"
+    enroll CORRUPT-1
+    request_exemption "before the kill"
+    assert_status 201
+    stop_daemon || exit 1
+    assert_eq 1 "$(db_count "$db" 'SELECT count(*) FROM clean_stop')" "clean-stop marker after SIGTERM"
+    start_daemon "$dir"  # takes the marker before serving
+    assert_eq 0 "$(db_count "$db" 'SELECT count(*) FROM clean_stop')" "clean-stop marker while serving"
+    kill -KILL "$DAEMON_PID"
+    wait "$DAEMON_PID" 2>/dev/null || true
+    DAEMON_PID=""
+    fill_and_keep "$dir"
+    damage_middle_page "$db"
+    assert_refused_at_start "$dir"
+}
+
+# After a clean stop exemptd serves at once and checks the file in the background: damage found
+# then stops it (exit 1) with the same message, and the restart refuses the file before serving.
+case_corrupt_after_clean_stop_is_caught_in_the_background() {
+    local dir="$TEST_TMP/clean" db="$TEST_TMP/clean/state/exemptd.db" pid i rc=0 line
+    start_daemon "$dir"
+    enroll CORRUPT-1
+    request_exemption "before the damage"
+    assert_status 201
+    stop_daemon || exit 1
+    fill_and_keep "$dir"
+    damage_middle_page "$db"
+    start_daemon "$dir"
+    pid="$DAEMON_PID"
+    DAEMON_PID=""
+    grep -q 'event=database_opened clean_stop=true integrity_check=deferred' "$dir/daemon.log" \
+        || fail "the start after a clean stop should defer its check. $(daemon_log_tail)"
+    for ((i = 0; i < 200; i++)); do
+        daemon_alive "$pid" || break
+        sleep 0.05
+    done
+    daemon_alive "$pid" && fail "exemptd still serves a corrupt database 10 s after it was ready. $(daemon_log_tail)"
+    wait "$pid" || rc=$?
+    assert_eq 1 "$rc" "exit code after the background check found damage"
+    line="$(grep 'event=database_corrupt' "$dir/daemon.log" | tail -n 1)"
+    assert_match "$line" \
+        "level=critical event=database_corrupt reason=\"database $db is corrupt: .+; restore from a backup\"" \
+        "the background check's report"
+    note "$line"
+    grep -q 'event=database_closed clean_stop=false reason="the integrity check found damage"' "$dir/daemon.log" \
+        || fail "a damaged file must not be marked as cleanly stopped. $(daemon_log_tail)"
+    assert_refused_at_start "$dir"
+}
+
+# Clean restarts serve at once, check in the background, and keep every write.
+case_clean_restarts_keep_serving() {
+    local dir="$TEST_TMP/restarts" db="$TEST_TMP/restarts/state/exemptd.db" round
+    start_daemon "$dir"
+    enroll RESTART-1
+    for round in 1 2 3; do
+        request_exemption "restart round $round"
+        assert_status 201
+        stop_daemon || exit 1
+        assert_eq 1 "$(db_count "$db" 'SELECT count(*) FROM clean_stop')" "clean-stop marker after round $round"
+        start_daemon "$dir"
+        wait_for_log "$dir" 'event=integrity_checked result=ok' "$round"
+        api helpdesk GET "/v1/exemptions?subject=device:STORE-1"
+        assert_status 200
+        assert_eq "$round" "$(jcount "$BODY" .exemptions)" "exemptions after restart $round"
+    done
+    assert_eq 3 "$(grep -c 'event=database_opened clean_stop=true integrity_check=deferred' "$dir/daemon.log")" \
+        "starts that deferred their check"
+    stop_daemon || exit 1
+}
+
+# wait_for_log DIR TEXT COUNT — waits up to 10 s for COUNT lines with TEXT in DIR/daemon.log.
+wait_for_log() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        (($(grep -c -- "$2" "$1/daemon.log" || true) >= $3)) && return 0
+        sleep 0.05
+    done
+    fail "no $3 lines with '$2' in the log within 10 s. $(daemon_log_tail)"
 }
 
 # start_daemon_expecting_failure DIR — starts exemptd, which must exit non-zero within 10 s.
@@ -188,7 +281,11 @@ case_read_only_database_is_503() {
     stop_daemon || exit 1
 }
 
-run_case "a corrupt database is refused at start-up with a clear message" case_corrupt_database_is_refused
+run_case "after SIGKILL, a corrupt database is refused at start-up with a clear message" \
+    case_corrupt_after_kill_is_refused_at_start
+run_case "after a clean stop, damage is found in the background: clear message, exit 1, refused next start" \
+    case_corrupt_after_clean_stop_is_caught_in_the_background
+run_case "clean restarts serve at once and keep every write" case_clean_restarts_keep_serving
 run_case "a full disk answers 503 storage_unavailable, keeps reads and recovers" case_full_disk_is_503_and_recovers
 run_case "a read-only database answers 503 storage_unavailable and keeps reads" case_read_only_database_is_503
 

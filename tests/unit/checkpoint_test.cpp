@@ -5,6 +5,8 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 
+#include <fstream>
+
 using namespace exemptd;
 
 namespace {
@@ -67,4 +69,38 @@ TEST_CASE("A chain is checked against the checkpoint: cut-off records and rewrit
     auto const rewritten = check_against_checkpoint(cp, 10, std::string(64, 'e'));
     REQUIRE(rewritten);
     CHECK_THAT(*rewritten, Catch::Contains("record 10"));
+}
+
+TEST_CASE("The latest checkpoint is found from the end of a long file, past a torn last line", "[checkpoint]")
+{
+    auto const key = make_key();
+    test::TempDir dir;
+    auto const file = dir.file("checkpoints");
+    auto const at = test::fixed_time("2026-11-27T12:00:00Z");
+    for (std::int64_t seq = 1; seq <= 300; ++seq) {  // about 75 KB: many of the reader's blocks
+        auto cp = sign_checkpoint(key.get(), seq, std::string(64, 'a'), at + std::chrono::minutes{seq});
+        REQUIRE(cp);
+        REQUIRE(append_checkpoint(file, *cp));
+    }
+    auto const whole = latest_checkpoint(file);
+    REQUIRE(whole);
+    CHECK(whole->seq == 300);
+    CHECK(verify_checkpoint_signature(key.get(), *whole));
+
+    SECTION("a line cut off by a crash is skipped") {
+        std::ofstream(file, std::ios::app) << "{\"seq\":301,\"head_hash\":\"aaaa";
+        auto const latest = latest_checkpoint(file);
+        REQUIRE(latest);
+        CHECK(latest->seq == 300);
+    }
+    SECTION("a garbage tail longer than a block is skipped") {
+        std::ofstream(file, std::ios::app) << std::string(20000, 'x') << "\n" << std::string(9000, 'y');
+        auto const latest = latest_checkpoint(file);
+        REQUIRE(latest);
+        CHECK(latest->seq == 300);
+    }
+    SECTION("a file with no good line has none") {
+        std::ofstream(file, std::ios::trunc) << std::string(20000, 'x') << "\n\n";
+        CHECK_FALSE(latest_checkpoint(file));
+    }
 }

@@ -6,8 +6,13 @@
 #include <catch2/catch.hpp>
 #include <sqlite3.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <vector>
 
@@ -620,13 +625,13 @@ TEST_CASE("A version 1 database loses its check-in log and gains the nonce age i
     }
     {
         Inspector db(path);  // back to version 1's shape
-        REQUIRE(db.exec("DROP INDEX checkin_nonces_by_age; ALTER TABLE devices DROP COLUMN decision_key; CREATE TABLE checkins (seq INTEGER PRIMARY KEY, "
+        REQUIRE(db.exec("DROP TABLE clean_stop; DROP INDEX exemptions_by_review; DROP INDEX checkin_nonces_by_age; ALTER TABLE devices DROP COLUMN decision_key; CREATE TABLE checkins (seq INTEGER PRIMARY KEY, "
                         "device_id TEXT NOT NULL, at INTEGER NOT NULL, reported_at INTEGER NOT NULL, "
                         "decision TEXT NOT NULL, basis TEXT NOT NULL); PRAGMA user_version = 1;") == SQLITE_OK);
     }
     auto store = exemptd::open_sqlite_store(path);
     Inspector db(path);
-    CHECK(db.number("PRAGMA user_version") == 2);
+    CHECK(db.number("PRAGMA user_version") == 4);
     CHECK(db.number("SELECT count(*) FROM sqlite_master WHERE name = 'checkins'") == 0);
     CHECK(db.number("SELECT count(*) FROM sqlite_master WHERE name = 'checkin_nonces_by_age'") == 1);
     CHECK_FALSE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0 + 1min, standard_evaluate(t0 + 1min)));  // still known
@@ -776,4 +781,146 @@ TEST_CASE("A database file is backed up without opening a store, and never creat
     CHECK(missing.error() == make_error_code(Errc::not_found));
     CHECK_FALSE(std::filesystem::exists(dir.file("absent.db")));
     CHECK_FALSE(std::filesystem::exists(dir.file("copy2.db")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clean-stop marker and the integrity check (README "Crash safety").
+
+namespace {
+
+using Catch::Matchers::Contains;
+
+long long clean_stops(std::string const& path)
+{
+    return Inspector(path).number("SELECT count(*) FROM clean_stop");
+}
+
+// A database file of about 150 pages, most of them device rows, closed cleanly.
+void make_closed_database(std::string const& path)
+{
+    {
+        auto store = exemptd::open_sqlite_store(path);
+        CHECK_FALSE(store->integrity_check_deferred());  // a new file is checked at once
+        REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+    }
+    Inspector db(path);
+    REQUIRE(db.exec("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
+                    "INSERT INTO devices (device_id, owner) SELECT printf('FILLER-%04d', i), hex(randomblob(100)) "
+                    "FROM n") == SQLITE_OK);
+}
+
+// Overwrites the b-tree header of a page in the middle of the (closed) file, a device page.
+void damage_middle_page(std::string const& path)
+{
+    long long size = 0, pages = 0;
+    {
+        Inspector db(path);
+        size = db.number("PRAGMA page_size");
+        pages = db.number("PRAGMA page_count");
+    }
+    REQUIRE(pages > 100);
+    REQUIRE_FALSE(std::filesystem::exists(path + "-wal"));  // all of it is in the file
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp((pages / 2 - 1) * size);
+    file.write(std::string(48, '\xff').data(), 48);
+    REQUIRE(file.good());
+}
+
+}  // namespace
+
+TEST_CASE("A clean close records a clean stop, which the next open takes before deferring its check",
+          "[store][integrity]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    make_closed_database(path);
+    REQUIRE(clean_stops(path) == 1);
+
+    long long expected = 0;
+    {
+        auto store = exemptd::open_sqlite_store(path);
+        CHECK(store->integrity_check_deferred());
+        CHECK(clean_stops(path) == 0);  // a crash from now on leaves no marker
+        CHECK(store->get_device("LAPTOP-0042"));
+        SECTION("a store whose deferred check passed records a clean stop again") {
+            auto const found = store->check_integrity();
+            REQUIRE(found);
+            CHECK_FALSE(*found);
+            REQUIRE(store->put_enrollment("LAPTOP-0043", enrollment(true), kNoEvaluate));
+            expected = 1;
+        }
+        SECTION("a store closed before its deferred check finished records none") {
+            std::stop_source stop;
+            stop.request_stop();
+            auto const found = store->check_integrity(stop.get_token());
+            REQUIRE_FALSE(found);
+            CHECK(found.error() == boost::system::errc::operation_canceled);
+            expected = 0;
+        }
+    }
+    CHECK(clean_stops(path) == expected);
+    auto store = exemptd::open_sqlite_store(path);
+    CHECK(store->integrity_check_deferred() == (expected == 1));
+}
+
+TEST_CASE("After a crash the next open checks the file first and refuses a damaged one", "[store][integrity]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    make_closed_database(path);
+    REQUIRE(clean_stops(path) == 1);
+    // A process that opens the store and dies without closing it, as under SIGKILL.
+    pid_t const child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        try {
+            auto store = exemptd::open_sqlite_store(path);
+            std::_Exit(store->integrity_check_deferred() ? 0 : 2);
+        } catch (...) {
+            std::_Exit(3);
+        }
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    CHECK(clean_stops(path) == 0);
+
+    SECTION("an undamaged file is checked at open and served") {
+        auto store = exemptd::open_sqlite_store(path);
+        CHECK_FALSE(store->integrity_check_deferred());
+        CHECK(store->get_device("LAPTOP-0042"));
+    }
+    SECTION("a damaged file is refused with a clear message, every time") {
+        { Inspector(path).exec("PRAGMA wal_checkpoint(TRUNCATE)"); }  // the crash's WAL, into the file
+        std::filesystem::remove(path + "-wal");
+        damage_middle_page(path);
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            CHECK_THROWS_WITH(exemptd::open_sqlite_store(path),
+                              Contains("database " + path + " is corrupt: ") && Contains("; restore from a backup"));
+        }
+    }
+}
+
+TEST_CASE("A deferred check that finds damage refuses writes and leaves no clean stop", "[store][integrity]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    make_closed_database(path);
+    damage_middle_page(path);
+    {
+        auto store = exemptd::open_sqlite_store(path);  // the marker's page is sound: the check waits
+        REQUIRE(store->integrity_check_deferred());
+        REQUIRE(store->put_enrollment("LAPTOP-0043", enrollment(true), kNoEvaluate));  // before the check
+        auto const found = store->check_integrity();
+        REQUIRE(found);
+        REQUIRE(*found);
+        CHECK_THAT(**found, Contains("database " + path + " is corrupt: ") && Contains("; restore from a backup"));
+        auto const refused = store->put_enrollment("LAPTOP-0044", enrollment(true), kNoEvaluate);
+        REQUIRE_FALSE(refused);
+        CHECK(refused.error() == exemptd::make_error_code(Errc::storage_failure));
+        CHECK(store->get_device("LAPTOP-0042"));  // reads go on until the daemon stops
+    }
+    CHECK(clean_stops(path) == 0);
+    CHECK_THROWS_WITH(exemptd::open_sqlite_store(path), Contains("is corrupt"));
 }

@@ -17,6 +17,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -220,10 +221,30 @@ public:
     [[nodiscard]] virtual Result<ImportOutcome> import_enrollments(std::vector<EnrollmentRow> const& rows,
                                                                    ImportAudit const& audit,
                                                                    Evaluate const& evaluate) = 0;
+
+    // True when the store opened without checking its data for damage because the previous run
+    // had stopped cleanly (see open_sqlite_store); the caller should then run check_integrity()
+    // soon, beside serving. Thread-safe.
+    [[nodiscard]] virtual bool integrity_check_deferred() const = 0;
+
+    // Checks the stored data for damage (SQLite: PRAGMA quick_check on a connection of its own,
+    // which reads every page: O(database size), about 1 s for 260 MB). Answers nullopt when it
+    // finds none; else the message to give the operator ("database PATH is corrupt: <first
+    // problem>; restore from a backup"), and from then on every write fails (storage_failure) so
+    // that nothing more is written into the damaged file. Errors: operation_canceled when `stop`
+    // was requested meanwhile, else the storage error that kept it from finishing. Thread-safe;
+    // may run beside requests.
+    [[nodiscard]] virtual Result<std::optional<std::string>> check_integrity(std::stop_token stop = {}) = 0;
 };
 
-// Opens (creating and migrating as needed) a SQLite store at `path` (":memory:" for tests) after a quick_check.
-// Throws std::runtime_error: "database PATH is corrupt: <problem>; restore from a backup", else SQLite's message.
+// Opens (creating and migrating as needed) a SQLite store at `path` (":memory:" for tests). Runs
+// PRAGMA quick_check first, unless the previous store on the file recorded a clean stop and no
+// migration is due: then integrity_check_deferred() is true and check_integrity() is the
+// caller's to run. The clean-stop marker is taken (deleted, durably) before anything else is
+// written, so after a crash the next open always checks; the store's destructor writes it again,
+// as its last write, only if a quick_check of this run passed and no statement reported
+// corruption. Throws std::runtime_error: "database PATH is corrupt: <problem>; restore from a
+// backup", else SQLite's message.
 [[nodiscard]] std::unique_ptr<Store> open_sqlite_store(std::string const& path);
 
 // Copies the SQLite database at `path` to `destination` as Store::backup does, without a Store:
