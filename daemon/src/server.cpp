@@ -38,7 +38,10 @@ constexpr auto kDrainTimeout = std::chrono::seconds{2};
 // How long the accept loop pauses after a failed accept (out of file descriptors): the
 // connection waits in the backlog rather than the loop spinning.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds{100};
-constexpr std::size_t kFirstReadBytes = 16 * 1024;
+// What an idle session reads its next request's first bytes into: an idle connection keeps this
+// much allocated (a check-in fits; the rest of a larger request follows in further reads, from
+// the record OpenSSL already holds).
+constexpr std::size_t kFirstReadBytes = 1024;
 
 auto log_if_thrown(std::string_view what)
 {
@@ -378,6 +381,9 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
         // limit after admit().
         parser.body_limit(Router::largest_body_limit(limits.max_body_bytes));
         slot.idle = buffer.size() == 0;
+        // An idle connection keeps no buffer from the last request; this frees a request's worth
+        // (up to its largest header or body read) per open connection.
+        if (slot.idle) buffer.shrink_to_fit();
         if (stopping && slot.idle) break;
         if (slot.idle && !co_await wait_for_request(stream, buffer, limits.idle_timeout)) break;
         slot.idle = false;

@@ -3,13 +3,17 @@
 // processes would cost a process and a handshake's worth of fork/exec each; this holds
 // thousands from one process.
 //
-//   exemptd-hold-connections PORT COUNT HOLD_SECONDS [CA CERT KEY]
+//   exemptd-hold-connections PORT COUNT HOLD_SECONDS [CA CERT KEY [CHECKINS DEVICE_ID]]
 //   exemptd-hold-connections upload PORT CA CERT KEY HEAD_FILE BODY_BYTES
 //
 // Opens COUNT TCP connections to 127.0.0.1:PORT one after the other; with CA, CERT and KEY it
 // also completes a TLS handshake on each (a refused or closed one counts as failed). Prints
 // `opened=N failed=M` once all are tried, then holds them for HOLD_SECONDS (or until SIGUSR1),
-// prints `open=N closed=M` (closed: the server ended it), and exits. Exit code 0, or 2 for bad arguments or set-up failures.
+// prints `open=N closed=M` (closed: the server ended it), and exits. With CHECKINS, a SIGUSR2
+// while holding sends one POST /v1/checkin for DEVICE_ID (a fresh nonce each) on each of the
+// first CHECKINS connections, reads the answers and prints `checked_in=N statuses=S,...`; the
+// connections stay open (for bench/idle.sh). Exit code 0, or 2 for bad arguments or set-up
+// failures.
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -24,6 +28,8 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
+#include <map>
 #include <string>
 #include <string_view>
 #include <algorithm>
@@ -79,11 +85,70 @@ bool closed_by_server(Connection const& c)
 }
 
 volatile std::sig_atomic_t g_release = 0;
+volatile std::sig_atomic_t g_check_in = 0;
 
-void wait_for(int seconds)
+// A posture report for `device` with a nonce of its own; `i` tells the connections apart.
+std::string checkin_request(std::string const& device, int i)
+{
+    char at[32];
+    std::time_t const now = std::time(nullptr);
+    std::strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    std::string const body = R"({"device_id": ")" + device + R"(", "hostname": "host", "serial": "SN-1", )" +
+                             R"("os": {"name": "debian", "version": "12.8"}, "facts": {"disk_encrypted": true, )" +
+                             R"("firewall_enabled": true, "os_patch_age_days": 12, "screen_lock_seconds": 300}, )" +
+                             R"("agent_version": "0.1.0", "reported_at": ")" + at + R"(", "nonce": "hold-)" +
+                             std::to_string(now) + "-" + std::to_string(i) + R"("})";
+    return "POST /v1/checkin HTTP/1.1\r\nHost: exemptd\r\nContent-Type: application/json\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+// Sends `request` on `c` and reads the whole answer (Content-Length framed); its status code,
+// or "000" when the exchange failed.
+std::string exchange(Connection const& c, std::string const& request)
+{
+    if (SSL_write(c.ssl, request.data(), static_cast<int>(request.size())) != static_cast<int>(request.size()))
+        return "000";
+    std::string answer;
+    char chunk[4096];
+    for (;;) {
+        auto const end = answer.find("\r\n\r\n");
+        if (end != std::string::npos) {
+            auto const at = answer.find("Content-Length: ");
+            std::size_t const length = at < end ? std::strtoul(answer.c_str() + at + 16, nullptr, 10) : 0;
+            if (answer.size() >= end + 4 + length) break;
+        }
+        int const n = SSL_read(c.ssl, chunk, sizeof chunk);
+        if (n <= 0) return "000";
+        answer.append(chunk, static_cast<std::size_t>(n));
+    }
+    return answer.size() > 12 && answer.compare(0, 5, "HTTP/") == 0 ? answer.substr(9, 3) : "000";
+}
+
+// One check-in on each of the first `count` connections; prints how they were answered.
+void check_in_on(std::vector<Connection> const& open, int count, std::string const& device)
+{
+    std::map<std::string, int> statuses;
+    int done = 0;
+    for (int i = 0; i < count && i < static_cast<int>(open.size()); ++i, ++done)
+        ++statuses[exchange(open[static_cast<std::size_t>(i)], checkin_request(device, i))];
+    std::string summary;
+    for (auto const& [status, n] : statuses) summary += (summary.empty() ? "" : ",") + status + ":" + std::to_string(n);
+    std::printf("checked_in=%d statuses=%s\n", done, summary.c_str());
+    std::fflush(stdout);
+}
+
+// Holds for `seconds` or until SIGUSR1; a SIGUSR2 meanwhile runs `on_check_in` once.
+template <class OnCheckIn>
+void wait_for(int seconds, OnCheckIn on_check_in)
 {
     auto const until = std::chrono::steady_clock::now() + std::chrono::seconds{seconds};
-    while (g_release == 0 && std::chrono::steady_clock::now() < until) ::usleep(50'000);
+    while (g_release == 0 && std::chrono::steady_clock::now() < until) {
+        if (g_check_in != 0) {
+            g_check_in = 0;
+            on_check_in();
+        }
+        ::usleep(50'000);
+    }
 }
 
 int upload(int argc, char** argv)
@@ -133,21 +198,24 @@ int main(int argc, char** argv)
 {
     std::signal(SIGPIPE, SIG_IGN);
     if (argc > 1 && std::string_view(argv[1]) == "upload") return upload(argc, argv);
-    if (argc != 4 && argc != 7) {
-        std::fprintf(stderr, "usage: %s PORT COUNT HOLD_SECONDS [CA CERT KEY]\n", argv[0]);
+    if (argc != 4 && argc != 7 && argc != 9) {
+        std::fprintf(stderr, "usage: %s PORT COUNT HOLD_SECONDS [CA CERT KEY [CHECKINS DEVICE_ID]]\n", argv[0]);
         return 2;
     }
     int const port = std::atoi(argv[1]);
     int const count = std::atoi(argv[2]);
     int const hold = std::atoi(argv[3]);
+    int const checkins = argc == 9 ? std::atoi(argv[7]) : 0;
+    std::string const device = argc == 9 ? argv[8] : "";
     std::signal(SIGUSR1, [](int) { g_release = 1; });
+    std::signal(SIGUSR2, [](int) { g_check_in = 1; });
     rlimit fds{};
     if (::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur < fds.rlim_max) {
         fds.rlim_cur = fds.rlim_max;
         ::setrlimit(RLIMIT_NOFILE, &fds);
     }
     SSL_CTX* ctx = nullptr;
-    if (argc == 7 && (ctx = client_context(argv[4], argv[5], argv[6])) == nullptr) {
+    if (argc >= 7 && (ctx = client_context(argv[4], argv[5], argv[6])) == nullptr) {
         std::fprintf(stderr, "cannot load the client certificate, key or CA\n");
         return 2;
     }
@@ -170,7 +238,9 @@ int main(int argc, char** argv)
     }
     std::printf("opened=%zu failed=%d\n", open.size(), failed);
     std::fflush(stdout);
-    wait_for(hold);
+    wait_for(hold, [&] {
+        if (ctx != nullptr && checkins > 0) check_in_on(open, checkins, device);
+    });
     int closed = 0;
     for (auto const& c : open) closed += closed_by_server(c) ? 1 : 0;
     std::printf("open=%d closed=%d\n", static_cast<int>(open.size()) - closed, closed);
