@@ -3,6 +3,7 @@
 #include "exemptd/agreement_record.hpp"
 #include "exemptd/audit.hpp"
 #include "exemptd/json_reader.hpp"
+#include "exemptd/thread_signals.hpp"
 #include "sqlite.hpp"
 
 #include <boost/json/parse.hpp>
@@ -488,6 +489,9 @@ public:
         configure(writer_);
         check_not_corrupt(writer_);  // before a migration could write into a damaged file
         migrate(writer_);
+        // The daemon's SIGTERM must never land here: once the server's handlers are gone it
+        // would kill the process (exit 143) while the last commits finish.
+        ScopedSignalBlock const no_signals;
         committer_ = std::thread([this] { commit_loop(); });
     }
 

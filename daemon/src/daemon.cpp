@@ -241,7 +241,9 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     Server server(std::move(options), std::move(*tls), router, metrics);
     server.run();
     // Stopping already: a second SIGTERM must not cut the final checkpoint (or exit with 143
-    // once the server's handlers are gone). Only this thread is left, so blocking is enough.
+    // once the server's handlers are gone). The threads still running (the store's committer,
+    // the request handler pool until it is joined) block these signals from birth, so blocking
+    // them in this thread leaves none to take them.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     for (int const s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop_signals, s);

@@ -2,6 +2,7 @@
 
 #include "connection_gate.hpp"
 #include "exemptd/identity.hpp"
+#include "exemptd/thread_signals.hpp"
 #include "metrics.hpp"
 #include "router.hpp"
 
@@ -122,6 +123,15 @@ net::awaitable<HttpResponse> run_on(net::thread_pool& pool, Work work)
         net::use_awaitable, std::move(work));
 }
 
+// A pool of `threads` (at least one) for request handlers. Its threads never take SIGTERM or
+// SIGHUP: those belong to the server's signal_set, and a SIGTERM landing on a pool thread after the
+// signal_set is gone, while the pool is being joined, would kill the process (exit 143).
+net::thread_pool make_handler_pool(int threads)
+{
+    ScopedSignalBlock const no_signals;
+    return net::thread_pool{static_cast<std::size_t>(std::max(1, threads))};
+}
+
 // Lets one warning a second through and counts the ones it holds back, so that a flood (of
 // refused connections, of failed accepts) cannot flood the log. Not thread-safe: one per loop.
 class WarnThrottle {
@@ -202,7 +212,7 @@ struct Server::Impl {
     Router const& router;
     Metrics& metrics;
     std::vector<std::unique_ptr<Worker>> workers;
-    net::thread_pool handlers{static_cast<std::size_t>(std::max(1, options.handler_threads))};
+    net::thread_pool handlers{make_handler_pool(options.handler_threads)};
     std::size_t next = 0;
     ConnectionGate gate{options.limits.max_connections, options.limits.max_connections_per_address};
     WarnThrottle refusal_warnings;  // accept loop only
