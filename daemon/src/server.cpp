@@ -455,6 +455,13 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
         lowest.expires_after(limits.request_timeout);  // the handler's time (a large import) is not the write's
         auto [wec, wn] = co_await http::async_write(stream, res);
         metrics.observe_request(route->action, answer.status, std::chrono::steady_clock::now() - started);
+        if (bec == http::error::body_limit) {
+            // The rest of the body is unread, as after a refusal. A TLS shutdown would fail on the
+            // client's next record and close at once: the kernel then resets the connection and
+            // drops the 413 if it still waits in the send queue (seen under load with ASan).
+            co_await drain_and_close(lowest, limits.max_body_bytes);
+            co_return;
+        }
         if (wec || !keep_alive) break;
     }
     lowest.expires_after(kShutdownTimeout);
