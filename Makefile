@@ -7,7 +7,7 @@ CMAKE_FLAGS ?=
 DEPS := g++ cmake make pkg-config git openssl curl sqlite3 ca-certificates \
         libboost1.81-dev libboost-json1.81-dev libssl-dev libsqlite3-dev libyaml-cpp-dev \
         libspdlog-dev libcli11-dev libsystemd-dev catch2 \
-        systemd dpkg-dev file
+        systemd dpkg-dev file ccache
 
 # Only `make fuzz` needs these: clang and its libFuzzer/sanitizer runtimes.
 FUZZ_DEPS := clang libclang-rt-14-dev
@@ -30,8 +30,17 @@ deps:
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
+# ccache, when installed, compiles for every build folder. Its cache lives in $HOME, so a fresh
+# clone in another folder (CI) reuses earlier compilations: paths under the source folder are
+# hashed relative to it, and the working directory is left out of the hash (objects built in
+# another clone keep that clone's folder as their debug-info compilation directory).
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
+# The project has no C sources, so only the C++ compiler gets the launcher.
+LAUNCHER = $(if $(shell command -v ccache),-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+
 build: deps
-	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS)
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(LAUNCHER) $(CMAKE_FLAGS)
 	cmake --build $(BUILD_DIR) -j2
 
 test: build
@@ -42,9 +51,13 @@ run: build
 	certs/make-dev-pki.sh var/pki
 	exec $(BUILD_DIR)/daemon/exemptd --config dev/exemptd.yaml
 
-# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
+# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer (LeakSanitizer included).
+# A Debug build (assertions on) at -O1 -g1: the tests run about twice as fast as at -O0, and
+# reports still name file and line.
+ASAN_BUILD_DIR ?= build-asan
+ASAN_CMAKE_FLAGS := -DEXEMPTD_ENABLE_SANITIZERS=ON "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g1"
 asan:
-	$(MAKE) test BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_FLAGS=-DEXEMPTD_ENABLE_SANITIZERS=ON
+	$(MAKE) test BUILD_DIR=$(ASAN_BUILD_DIR) BUILD_TYPE=Debug CMAKE_FLAGS='$(ASAN_CMAKE_FLAGS)'
 
 # Builds the fuzz targets with clang, libFuzzer, ASan and UBSan, and runs each for FUZZ_SECONDS
 # (niced, one after another) on its seeds in fuzz/corpus/<target>; `make fuzz-run-router` runs one.
@@ -67,4 +80,4 @@ fuzz-run-%:
 	  $(FUZZ_BUILD_DIR)/corpus/$* fuzz/corpus/$*
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan $(FUZZ_BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR) $(FUZZ_BUILD_DIR)

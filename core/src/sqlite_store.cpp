@@ -3,6 +3,7 @@
 #include "exemptd/agreement_record.hpp"
 #include "exemptd/audit.hpp"
 #include "exemptd/json_reader.hpp"
+#include "exemptd/thread_signals.hpp"
 #include "sqlite.hpp"
 
 #include <boost/json/parse.hpp>
@@ -548,6 +549,9 @@ public:
         // Replaces SQLite's own checkpoint-on-commit: the commit thread never waits for one.
         sqlite3_wal_hook(writer_.handle(), &SqliteStore::on_wal_commit, this);
         sqlite3_update_hook(writer_.handle(), &SqliteStore::on_row_change, this);
+        // The daemon's SIGTERM must never land on the store's threads: once the server's handlers
+        // are gone it would kill the process (exit 143) while the last commits finish.
+        ScopedSignalBlock const no_signals;
         committer_ = std::thread([this] { commit_loop(); });
         checkpointer_ = std::thread([this] { checkpoint_loop(); });
     }

@@ -4,6 +4,7 @@
 #include "exemptd/config.hpp"
 #include "exemptd/logging.hpp"
 #include "exemptd/store.hpp"
+#include "exemptd/thread_signals.hpp"
 #include "exemptd/tls.hpp"
 #include "metrics.hpp"
 #include "router.hpp"
@@ -149,6 +150,7 @@ public:
     void start(std::function<void()> on_damage)
     {
         if (!store_.integrity_check_deferred()) return;
+        ScopedSignalBlock const no_signals;  // SIGTERM belongs to the server's signal_set
         thread_ = std::jthread([this, on_damage = std::move(on_damage)](std::stop_token stop) {
             if (run(stop)) on_damage();
         });
@@ -307,7 +309,9 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     server.run();
     integrity.stop();
     // Stopping already: a second SIGTERM must not cut the final checkpoint (or exit with 143
-    // once the server's handlers are gone). Only this thread is left, so blocking is enough.
+    // once the server's handlers are gone). The threads still running (the store's committer,
+    // the request handler pool until it is joined) block these signals from birth, so blocking
+    // them in this thread leaves none to take them.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     for (int const s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop_signals, s);

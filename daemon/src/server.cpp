@@ -2,6 +2,7 @@
 
 #include "connection_gate.hpp"
 #include "exemptd/identity.hpp"
+#include "exemptd/thread_signals.hpp"
 #include "metrics.hpp"
 #include "router.hpp"
 
@@ -125,6 +126,15 @@ net::awaitable<HttpResponse> run_on(net::thread_pool& pool, Work work)
         net::use_awaitable, std::move(work));
 }
 
+// A pool of `threads` (at least one) for request handlers. Its threads never take SIGTERM or
+// SIGHUP: those belong to the server's signal_set, and a SIGTERM landing on a pool thread after the
+// signal_set is gone, while the pool is being joined, would kill the process (exit 143).
+net::thread_pool make_handler_pool(int threads)
+{
+    ScopedSignalBlock const no_signals;
+    return net::thread_pool{static_cast<std::size_t>(std::max(1, threads))};
+}
+
 // Lets one warning a second through and counts the ones it holds back, so that a flood (of
 // refused connections, of failed accepts) cannot flood the log. Not thread-safe: one per loop.
 class WarnThrottle {
@@ -205,7 +215,7 @@ struct Server::Impl {
     Router const& router;
     Metrics& metrics;
     std::vector<std::unique_ptr<Worker>> workers;
-    net::thread_pool handlers{static_cast<std::size_t>(std::max(1, options.handler_threads))};
+    net::thread_pool handlers{make_handler_pool(options.handler_threads)};
     std::size_t next = 0;
     ConnectionGate gate{options.limits.max_connections, options.limits.max_connections_per_address};
     WarnThrottle refusal_warnings;  // accept loop only
@@ -451,6 +461,13 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
         lowest.expires_after(limits.request_timeout);  // the handler's time (a large import) is not the write's
         auto [wec, wn] = co_await http::async_write(stream, res);
         metrics.observe_request(route->action, answer.status, std::chrono::steady_clock::now() - started);
+        if (bec == http::error::body_limit) {
+            // The rest of the body is unread, as after a refusal. A TLS shutdown would fail on the
+            // client's next record and close at once: the kernel then resets the connection and
+            // drops the 413 if it still waits in the send queue (seen under load with ASan).
+            co_await drain_and_close(lowest, limits.max_body_bytes);
+            co_return;
+        }
         if (wec || !keep_alive) break;
     }
     lowest.expires_after(kShutdownTimeout);

@@ -11,6 +11,12 @@ source "$(dirname "$0")/lib.sh"
 command -v sqlite3 >/dev/null || { echo "sqlite3 CLI is required" >&2; exit 1; }
 HOLD_BIN="${EXEMPTD_HOLD_CONNECTIONS_BIN:-}"
 readonly REQUEST_TIMEOUT=3
+# The main daemon's handshake deadline. Under ASan and UBSan on a heavily loaded machine, one run
+# ended with 1843 of 2,000 handshaked clients still open and a 3 MB upload unanswered, most likely
+# handshakes the daemon could not finish within 3 s, so the sanitizer build (EXEMPTD_SANITIZERS=1)
+# gives it 6 s. The cases check that the deadline holds, whatever its value.
+if [[ "${EXEMPTD_SANITIZERS:-0}" == 1 ]]; then HANDSHAKE_TIMEOUT=6; else HANDSHAKE_TIMEOUT=3; fi
+readonly HANDSHAKE_TIMEOUT
 
 # ---------------------------------------------------------------------------------------------
 # Helpers.
@@ -362,10 +368,11 @@ case_slowloris_is_closed_at_the_request_deadline() {
 
 case_silent_connections_are_closed_at_the_handshake_deadline() {
     [[ -x "$HOLD_BIN" ]] || fail "exemptd-hold-connections is not built (EXEMPTD_HOLD_CONNECTIONS_BIN='$HOLD_BIN')"
-    # TCP only, never a ClientHello: the handshake timeout (3 s) ends them.
-    "$HOLD_BIN" "$PORT" 20 5 >"$TEST_TMP/silent.out"
+    # TCP only, never a ClientHello: the handshake timeout ends them.
+    local hold=$((HANDSHAKE_TIMEOUT + 2))
+    "$HOLD_BIN" "$PORT" 20 "$hold" >"$TEST_TMP/silent.out"
     assert_contains "$(cat "$TEST_TMP/silent.out")" "opened=20 failed=0" "silent connections"
-    assert_contains "$(cat "$TEST_TMP/silent.out")" "open=0 closed=20" "silent connections after 5 s"
+    assert_contains "$(cat "$TEST_TMP/silent.out")" "open=0 closed=20" "silent connections after $hold s"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -486,7 +493,7 @@ make_client_crl "$PKI_DIR/endpoint-HOSTILE-REVOKED.crt"
 
 MAIN_DIR="$TEST_TMP/main"
 write_config "$MAIN_DIR/exemptd.yaml" \
-    "limits: {request_timeout_seconds: $REQUEST_TIMEOUT, handshake_timeout_seconds: 3, idle_timeout_seconds: 60, max_connections: 3000, checkin_rate_per_minute: 0}"
+    "limits: {request_timeout_seconds: $REQUEST_TIMEOUT, handshake_timeout_seconds: $HANDSHAKE_TIMEOUT, idle_timeout_seconds: 60, max_connections: 3000, checkin_rate_per_minute: 0}"
 sed -i "s|client_ca: \([^,}]*\)}|client_ca: \1, client_crl: $TEST_TMP/clients.crl}|" "$MAIN_DIR/exemptd.yaml"
 start_daemon "$MAIN_DIR"
 run_case "malformed, truncated, invalid UTF-8, deep and wrong-typed bodies are 400" case_bad_bodies_are_400
@@ -518,6 +525,16 @@ stop_daemon || CASES_FAILED+=("the small daemon stops cleanly")
 # A daemon limited to 64 file descriptors (soft and hard, so it cannot raise them), through a
 # wrapper that lowers the limit and execs the real binary. EXEMPTD_BIN goes back to the real
 # binary at once: cleanup stops only processes running it.
+#
+# Not under the sanitizers: UBSan (GCC 12) checks whether memory is readable by writing it into a
+# pipe(), so in a process with no descriptor left its vptr check reports valid objects as "invalid
+# vptr" and aborts the daemon (Boost.Beast's error category during a failed handshake). The
+# release build of the same CI run covers this case.
+if [[ "${EXEMPTD_SANITIZERS:-0}" == 1 ]]; then
+    echo "skip - out of file descriptors (UBSan's vptr check needs a free descriptor; covered by the release build)"
+    finish
+    exit 0
+fi
 printf '#!/usr/bin/env bash\nulimit -n 64 || exit 1\nexec "%s" "$@"\n' "$EXEMPTD_BIN" >"$TEST_TMP/exemptd-64fds"
 chmod +x "$TEST_TMP/exemptd-64fds"
 REAL_EXEMPTD_BIN="$EXEMPTD_BIN"
