@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -923,4 +925,26 @@ TEST_CASE("A deferred check that finds damage refuses writes and leaves no clean
     }
     CHECK(clean_stops(path) == 0);
     CHECK_THROWS_WITH(exemptd::open_sqlite_store(path), Contains("is corrupt"));
+}
+
+TEST_CASE("The checkpointer copies the WAL back into the database file while writes go on", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    auto const initial_size = std::filesystem::file_size(path);
+    RecordingEvaluate evaluate;
+    // New devices' rows and nonces: a few thousand WAL frames, past the checkpointer's threshold
+    // and well short of the size at which the commit thread would copy them itself.
+    for (int i = 0; i < 1000; ++i) {
+        char id[16];
+        std::snprintf(id, sizeof id, "LAPTOP-%05d", i);
+        REQUIRE(check_in(*store, id, "nonce-" + std::to_string(100000 + i), t0, evaluate.fn(t0)));
+    }
+    auto const wal_size = std::filesystem::file_size(path + "-wal");
+    INFO("WAL " << wal_size << " bytes");
+    REQUIRE(wal_size > 1000 * 4096);
+    // The copy happens on the checkpointer's thread: wait for it, generously.
+    for (int i = 0; i < 200 && std::filesystem::file_size(path) <= initial_size; ++i) std::this_thread::sleep_for(50ms);
+    CHECK(std::filesystem::file_size(path) > initial_size);
 }
