@@ -53,7 +53,11 @@ std::optional<TimePoint> parse_rfc3339(std::string_view text)
     }
     auto const offset = zone_offset(text.substr(pos));
     if (!offset) return std::nullopt;
-    return sys_days{ymd} + hours{*h} + minutes{*mi} + seconds{*s} - *offset;
+    auto const utc = sys_days{ymd} + hours{*h} + minutes{*mi} + seconds{*s} - *offset;
+    // An offset or a leap second can carry a time out of the years format_rfc3339 writes as four
+    // digits ("9999-12-31T23:59:60-23:59"); refuse it so every accepted time formats and parses back.
+    if (utc < sys_days{year{0} / January / 1} || utc >= sys_days{year{10000} / January / 1}) return std::nullopt;
+    return utc;
 }
 
 std::string format_rfc3339(TimePoint t)

@@ -49,6 +49,22 @@ TEST_CASE("An RFC 3339 offset is normalised to UTC", "[time]")
     }
 }
 
+// Found by fuzz_posture: the offset carried the instant into year 10000, which format_rfc3339
+// cannot write as four digits, so an accepted report did not decode again after encoding.
+TEST_CASE("A time whose offset or leap second leaves years 0000-9999 is refused", "[time]")
+{
+    CHECK_FALSE(parse_rfc3339("9999-12-31T23:59:60-23:59"));
+    CHECK_FALSE(parse_rfc3339("9999-12-31T23:00:00-01:00"));
+    CHECK_FALSE(parse_rfc3339("9999-12-31T23:59:60Z"));
+    CHECK_FALSE(parse_rfc3339("0000-01-01T00:00:00+00:01"));
+    for (auto const* text : {"9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z", "9999-12-31T23:00:00+01:00"}) {
+        INFO("input: " << text);
+        auto const parsed = parse_rfc3339(text);
+        REQUIRE(parsed);
+        CHECK(parse_rfc3339(format_rfc3339(*parsed)) == parsed);
+    }
+}
+
 TEST_CASE("Fractional seconds are accepted and dropped", "[time]")
 {
     CHECK(parse_rfc3339("2026-11-27T21:00:00.999Z") == civil(2026, 11, 27, 21, 0, 0));
