@@ -85,8 +85,11 @@ TlsEngine::TlsEngine(SSL_CTX* ctx) : ssl_(SSL_new(ctx))
     BIO_set_data(bio, this);
     SSL_set_bio(ssl_, bio, bio);  // one reference serves as both; SSL_free frees it
     // OpenSSL's own record buffers are freed between records; a retried SSL_write may pass the
-    // same bytes from another address (a write coalesces small buffers into a fresh copy).
-    SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    // same bytes from another address (a write coalesces small buffers into a fresh copy). With
+    // auto-retry (OpenSSL 3's default, made sure of here) SSL_read goes on past a record of its
+    // own (a TLS 1.3 KeyUpdate) and reports WANT_READ only once the BIO is empty: input_space()
+    // relies on that.
+    SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY);
 }
 
 TlsEngine::~TlsEngine()
