@@ -13,6 +13,9 @@ DEPS := g++ cmake make pkg-config git openssl curl sqlite3 ca-certificates \
 FUZZ_DEPS := clang libclang-rt-14-dev
 FUZZ_BUILD_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
+# libFuzzer's per-input timeout counts wall time: on a busy machine a niced fuzzer can wait far
+# longer than an input takes, so this is generous (replay a reported timeout to see its real cost).
+FUZZ_TIMEOUT ?= 120
 FUZZ_TARGETS := posture router policy agreement_document agreement_verify identity audit_chain
 FUZZ_DICT_posture := fuzz/dict/json.dict
 FUZZ_DICT_router := fuzz/dict/http.dict
@@ -75,7 +78,7 @@ fuzz-build:
 fuzz-run-%:
 	mkdir -p $(FUZZ_BUILD_DIR)/corpus/$* $(FUZZ_BUILD_DIR)/artifacts
 	@echo "== fuzz_$* for $(FUZZ_SECONDS) s"
-	nice -n 10 $(FUZZ_BUILD_DIR)/fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -timeout=30 -print_final_stats=1 \
+	nice -n 10 $(FUZZ_BUILD_DIR)/fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT) -print_final_stats=1 \
 	  $(if $(FUZZ_DICT_$*),-dict=$(FUZZ_DICT_$*)) -artifact_prefix=$(FUZZ_BUILD_DIR)/artifacts/$*- \
 	  $(FUZZ_BUILD_DIR)/corpus/$* fuzz/corpus/$*
 

@@ -258,7 +258,7 @@ case_explain_compliant() {
     assert_line 'basis: +compliant' "explain AUD-GOOD-1"
     assert_line 'enrollment: +enrolled \(owner sam@example.com, source mdm\)' "explain AUD-GOOD-1"
     assert_line 'PASS +ENC-01 +Disk encryption is on +disk_encrypted = true +true' "explain AUD-GOOD-1 ENC-01"
-    assert_line 'PASS +OS-01 +OS patched within 30 days +os_patch_age_days <= 30 +12' "explain AUD-GOOD-1 OS-01"
+    assert_line 'PASS +OS-01 +OS patched within 30 days +0 <= os_patch_age_days <= 30 +12' "explain AUD-GOOD-1 OS-01"
     assert_line 'PASS +MDM-01 +Device is enrolled in MDM +enrolled in MDM +.*' "explain AUD-GOOD-1 MDM-01"
     assert_not_contains "$CTL_OUT" "FAIL" "explain of a compliant device"
     assert_not_contains "$CTL_OUT" "to allow" "explain of a compliant device"
@@ -294,7 +294,7 @@ case_explain_exempted() {
     assert_ctl 0
     assert_line 'decision: +allow' "explain AUD-EXEMPT-1"
     assert_line 'basis: +exempted' "explain AUD-EXEMPT-1"
-    assert_line 'FAIL +OS-01 +OS patched within 30 days +os_patch_age_days <= 30 +45' "explain AUD-EXEMPT-1"
+    assert_line 'FAIL +OS-01 +OS patched within 30 days +0 <= os_patch_age_days <= 30 +45' "explain AUD-EXEMPT-1"
     assert_line " +covered by: +$eid" "explain AUD-EXEMPT-1 cover"
     assert_contains "$CTL_OUT" "justification:  $kJustification" "explain AUD-EXEMPT-1"
     assert_line ' +risk: +medium \(likelihood medium, impact medium\)' "explain AUD-EXEMPT-1 risk"

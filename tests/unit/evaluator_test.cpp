@@ -172,6 +172,7 @@ TEST_CASE("A fact check with min and max holds at both bounds and fails outside"
         auto const r = fact_result("LOCK-01", "screen_lock_seconds", FactValue{std::int64_t{0}});
         CHECK_FALSE(r.pass);
         CHECK_THAT(r.reason, Contains("at least 1"));
+        CHECK_FALSE(fact_result("OS-01", "os_patch_age_days", FactValue{std::int64_t{-5}}).pass);
     }
     SECTION("above max") {
         auto const r = fact_result("LOCK-01", "screen_lock_seconds", FactValue{std::int64_t{901}});

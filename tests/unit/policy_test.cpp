@@ -116,6 +116,12 @@ TEST_CASE("The shipped default policy loads", "[policy]")
     auto const loaded = exemptd::load_policy_file(std::string(EXEMPTD_SOURCE_DIR) + "/policies/default.yaml");
     if (!loaded) FAIL(loaded.error().to_string());
     CHECK(loaded->find_control("MDM-01") != nullptr);
+    // A patch age below zero is no patch age: it must not pass OS-01.
+    auto const* os = loaded->find_control("OS-01");
+    REQUIRE(os != nullptr);
+    REQUIRE(os->check);
+    CHECK(os->check->min == 0.0);
+    CHECK(os->check->max == 30.0);
 }
 
 TEST_CASE("Optional policy sections take their documented defaults", "[policy]")

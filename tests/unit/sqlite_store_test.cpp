@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -937,8 +936,7 @@ TEST_CASE("The checkpointer copies the WAL back into the database file while wri
     // New devices' rows and nonces: a few thousand WAL frames, past the checkpointer's threshold
     // and well short of the size at which the commit thread would copy them itself.
     for (int i = 0; i < 1000; ++i) {
-        char id[16];
-        std::snprintf(id, sizeof id, "LAPTOP-%05d", i);
+        auto const id = "LAPTOP-" + std::to_string(10000 + i);
         REQUIRE(check_in(*store, id, "nonce-" + std::to_string(100000 + i), t0, evaluate.fn(t0)));
     }
     auto const wal_size = std::filesystem::file_size(path + "-wal");

@@ -205,7 +205,7 @@ controls:
     check: {fact: screen_lock_seconds, min: 1, max: 900}
   - id: OS-01
     title: OS patched within 30 days
-    check: {fact: os_patch_age_days, max: 30}
+    check: {fact: os_patch_age_days, min: 0, max: 30}
   - id: HR-03
     title: Background check completed
     applies_to: user
