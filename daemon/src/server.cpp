@@ -5,12 +5,12 @@
 #include "exemptd/thread_signals.hpp"
 #include "metrics.hpp"
 #include "router.hpp"
+#include "tls_stream.hpp"
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
@@ -30,7 +30,9 @@ using tcp = net::ip::tcp;
 
 using Token = net::as_tuple_t<net::use_awaitable_t<>>;
 using TcpStream = Token::as_default_on_t<beast::tcp_stream>;
-using TlsStream = beast::ssl_stream<TcpStream>;
+// Our own TLS stream, not beast::ssl_stream: Asio's holds 70 KB of buffers per connection for
+// its whole life (README, "Idle connections").
+using SessionStream = TlsStream<TcpStream>;
 using Acceptor = Token::as_default_on_t<tcp::acceptor>;
 using Response = http::response<http::string_body>;
 
@@ -39,10 +41,6 @@ constexpr auto kDrainTimeout = std::chrono::seconds{2};
 // How long the accept loop pauses after a failed accept (out of file descriptors): the
 // connection waits in the backlog rather than the loop spinning.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds{100};
-// What an idle session reads its next request's first bytes into: an idle connection keeps this
-// much allocated (a check-in fits; the rest of a larger request follows in further reads, from
-// the record OpenSSL already holds).
-constexpr std::size_t kFirstReadBytes = 1024;
 
 auto log_if_thrown(std::string_view what)
 {
@@ -205,7 +203,7 @@ struct Server::Impl {
     std::optional<ConnectionGate::Ticket> admit_connection(tcp::socket& socket);
     net::awaitable<void> run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls_ctx,
                                      ConnectionGate::Ticket ticket);
-    net::awaitable<void> serve_requests(TlsStream& stream, Worker::Slot& slot, ClientId const& client);
+    net::awaitable<void> serve_requests(SessionStream& stream, Worker::Slot& slot, ClientId const& client);
     net::awaitable<void> run_metrics_session(tcp::socket socket);
     net::awaitable<HttpResponse> check_in(ClientId const& client, std::string const& body);
 
@@ -274,13 +272,13 @@ private:
 // has read the answer.
 net::awaitable<void> drain_and_close(TcpStream& stream, std::size_t max_bytes);
 
-// Waits up to `timeout` for the first bytes of a next request and appends them to `buffer`;
-// false when the connection closed, failed or stayed idle too long.
-net::awaitable<bool> wait_for_request(TlsStream& stream, beast::flat_buffer& buffer, std::chrono::seconds timeout)
+// Waits up to `timeout` for the first bytes of a next request, without a read buffer: an idle
+// connection holds no memory for it; false when the connection closed, failed or stayed idle too
+// long.
+net::awaitable<bool> wait_for_request(SessionStream& stream, std::chrono::seconds timeout)
 {
     beast::get_lowest_layer(stream).expires_after(timeout);
-    auto [ec, n] = co_await stream.async_read_some(buffer.prepare(kFirstReadBytes));
-    buffer.commit(n);
+    auto [ec] = co_await stream.async_wait_input();
     co_return !ec;
 }
 
@@ -351,7 +349,7 @@ net::awaitable<void> Server::Impl::run_session(Worker& worker, tcp::socket socke
                                                [[maybe_unused]] ConnectionGate::Ticket ticket)
 {
     auto const peer = peer_string(socket);
-    TlsStream stream{TcpStream{std::move(socket)}, *tls_ctx};
+    SessionStream stream{TcpStream{std::move(socket)}, *tls_ctx};
     auto& lowest = beast::get_lowest_layer(stream);
     Worker::Slot slot{&lowest, false};
     SessionGuard const guard{active_sessions, worker, slot};
@@ -379,7 +377,7 @@ net::awaitable<void> Server::Impl::run_session(Worker& worker, tcp::socket socke
     co_await serve_requests(stream, slot, *client);
 }
 
-net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slot& slot, ClientId const& client)
+net::awaitable<void> Server::Impl::serve_requests(SessionStream& stream, Worker::Slot& slot, ClientId const& client)
 {
     auto& lowest = beast::get_lowest_layer(stream);
     auto const& limits = options.limits;
@@ -395,7 +393,7 @@ net::awaitable<void> Server::Impl::serve_requests(TlsStream& stream, Worker::Slo
         // (up to its largest header or body read) per open connection.
         if (slot.idle) buffer.shrink_to_fit();
         if (stopping && slot.idle) break;
-        if (slot.idle && !co_await wait_for_request(stream, buffer, limits.idle_timeout)) break;
+        if (slot.idle && !co_await wait_for_request(stream, limits.idle_timeout)) break;
         slot.idle = false;
         // One deadline from the request's first byte to its last, headers and body together, so
         // a client that trickles bytes is closed at it however it paces them.
