@@ -240,7 +240,7 @@ case_acknowledged_writes_survive_sigkill() {
     # Every acknowledged enrollment and check-in is there.
     sql "SELECT 'ENR', substr(subject, 8), json_extract(details, '\$.owner') FROM audit
          WHERE action = 'device.enrolled'" | tr '|' ' ' >"$TEST_TMP/stored"
-    sql "SELECT 'CHK', device_id, nonce FROM checkin_nonces" | tr '|' ' ' >>"$TEST_TMP/stored"
+    sql "SELECT 'CHK', device_id, nonce FROM checkin_nonce_log" | tr '|' ' ' >>"$TEST_TMP/stored"
     missing="$(grep -E '^(ENR|CHK) ' "$acks" | sort | comm -23 - <(sort "$TEST_TMP/stored"))"
     [[ -z "$missing" ]] || fail "acknowledged enrollments or check-ins are missing: $(printf '%.800s' "$missing")"
 

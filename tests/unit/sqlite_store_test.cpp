@@ -333,7 +333,7 @@ TEST_CASE("A check-in that changes the decision is written once, and durably", "
     REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
     REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 1min, evaluate.fn(t0 + 1min)));
     Inspector db(path);
-    CHECK(db.number("SELECT count(*) FROM checkin_nonces") == 2);
+    CHECK(db.number("SELECT count(*) FROM checkin_nonce_log") == 2);
     CHECK(db.number("SELECT count(*) FROM decision_history") == 1);
     CHECK(db.number("SELECT count(*) FROM audit WHERE action = 'decision.changed'") == 1);
     auto const commits = store->commit_latency().snapshot();
@@ -352,7 +352,7 @@ TEST_CASE("A replayed nonce is refused with 409 replay and nothing is written", 
     auto const evaluated_before = evaluate.seen.size();
     Inspector db(path);
     auto const audit_before = db.number("SELECT count(*) FROM audit");
-    auto const nonces_before = db.number("SELECT count(*) FROM checkin_nonces");
+    auto const nonces_before = db.number("SELECT count(*) FROM checkin_nonce_log");
 
     evaluate.allow = false;
     evaluate.basis = Basis::noncompliant;
@@ -370,7 +370,7 @@ TEST_CASE("A replayed nonce is refused with 409 replay and nothing is written", 
     REQUIRE(device->latest_decision);
     CHECK(device->latest_decision->allow);
     CHECK(db.number("SELECT count(*) FROM audit") == audit_before);
-    CHECK(db.number("SELECT count(*) FROM checkin_nonces") == nonces_before);
+    CHECK(db.number("SELECT count(*) FROM checkin_nonce_log") == nonces_before);
 
     SECTION("a fresh nonce is accepted") {
         CHECK(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 1min, evaluate.fn(t0 + 1min)));
@@ -484,35 +484,33 @@ TEST_CASE("The audit trail is hash-chained and append-only", "[store]")
     }
 }
 
-TEST_CASE("A check-in forgets its device's expired nonces and no other device's", "[store]")
+TEST_CASE("The nonce log keeps the nonces within the TTL, and a reopened store still refuses them", "[store]")
 {
     exemptd::test::TempDir dir;
     auto const path = dir.file("exemptd.db");
-    auto store = exemptd::open_sqlite_store(path);
     RecordingEvaluate evaluate;
-    for (int i = 0; i < 30; ++i) {
-        auto const at = t0 + std::chrono::minutes{i};
-        REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-" + std::to_string(1000 + i), at, evaluate.fn(at)));
+    {
+        auto store = exemptd::open_sqlite_store(path);
+        REQUIRE(check_in(*store, "LAPTOP-0043", "nonce-0001", t0, evaluate.fn(t0)));
+        for (int i = 0; i < 30; ++i) {
+            auto const at = t0 + std::chrono::minutes{i};
+            REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-" + std::to_string(1000 + i), at, evaluate.fn(at)));
+        }
     }
-    REQUIRE(check_in(*store, "LAPTOP-0043", "nonce-0001", t0, evaluate.fn(t0)));
     Inspector db(path);
-    auto const nonces = [&](char const* device) {
-        return db.number("SELECT count(*) FROM checkin_nonces WHERE device_id = '" + std::string(device) + "'");
-    };
-    // At t0 + 29 min with a TTL of 11 min the nonces seen at t0 + 18 min and later remain; every
-    // 8th check-in forgets the expired ones, so at most 7 more linger.
-    CHECK(nonces("LAPTOP-0042") >= 12);
-    CHECK(nonces("LAPTOP-0042") <= 12 + 7);
-    CHECK(db.number("SELECT count(*) FROM checkin_nonces WHERE device_id = 'LAPTOP-0042' AND seen_at < " +
-                    std::to_string((t0 + 11min).time_since_epoch().count())) == 0);
-    CHECK(nonces("LAPTOP-0043") == 1);  // only its own check-ins forget it
+    // At t0 + 29 min with a TTL of 11 min the nonces seen from t0 + 18 min on remain, whichever
+    // device used the older ones.
+    CHECK(db.number("SELECT count(*) FROM checkin_nonce_log") == 12);
+    CHECK(db.number("SELECT count(*) FROM checkin_nonce_log WHERE seen_at < " +
+                    std::to_string((t0 + 18min).time_since_epoch().count())) == 0);
 
-    for (int i = 0; i < 8; ++i) {
-        auto const at = t0 + 1h + std::chrono::minutes{i};
-        REQUIRE(check_in(*store, "LAPTOP-0043", "nonce-" + std::to_string(2000 + i), at, evaluate.fn(at)));
-    }
-    CHECK(db.number("SELECT count(*) FROM checkin_nonces WHERE device_id = 'LAPTOP-0043' AND seen_at = " +
-                    std::to_string(t0.time_since_epoch().count())) == 0);
+    auto store = exemptd::open_sqlite_store(path);
+    auto const now = t0 + 30min;
+    auto const replay = check_in(*store, "LAPTOP-0042", "nonce-1019", now, evaluate.fn(now));  // seen at t0 + 19 min
+    REQUIRE_FALSE(replay);
+    CHECK(replay.error().code == "replay");
+    CHECK(check_in(*store, "LAPTOP-0042", "nonce-1018", now, evaluate.fn(now)));  // seen at t0 + 18 min: expired
+    CHECK(check_in(*store, "LAPTOP-0043", "nonce-0001", now, evaluate.fn(now)));
 }
 
 TEST_CASE("Device lists filter by overlapping states", "[store]")
@@ -616,7 +614,7 @@ TEST_CASE("A read does not hide or block later writes", "[store]")
     }
 }
 
-TEST_CASE("A version 1 database loses its check-in log and gains the nonce age index", "[store]")
+TEST_CASE("A version 1 database loses its check-in log and keeps its nonces in the nonce log", "[store]")
 {
     exemptd::test::TempDir dir;
     auto const path = dir.file("exemptd.db");
@@ -626,15 +624,18 @@ TEST_CASE("A version 1 database loses its check-in log and gains the nonce age i
     }
     {
         Inspector db(path);  // back to version 1's shape
-        REQUIRE(db.exec("DROP TABLE clean_stop; DROP INDEX exemptions_by_review; DROP INDEX checkin_nonces_by_age; ALTER TABLE devices DROP COLUMN decision_key; CREATE TABLE checkins (seq INTEGER PRIMARY KEY, "
+        REQUIRE(db.exec("CREATE TABLE checkin_nonces (device_id TEXT NOT NULL, nonce TEXT NOT NULL, seen_at INTEGER "
+                        "NOT NULL, PRIMARY KEY (device_id, nonce)) WITHOUT ROWID; INSERT INTO checkin_nonces "
+                        "SELECT device_id, nonce, seen_at FROM checkin_nonce_log; DROP TABLE checkin_nonce_log;"
+                        "DROP TABLE clean_stop; DROP INDEX exemptions_by_review; ALTER TABLE devices DROP COLUMN decision_key; CREATE TABLE checkins (seq INTEGER PRIMARY KEY, "
                         "device_id TEXT NOT NULL, at INTEGER NOT NULL, reported_at INTEGER NOT NULL, "
                         "decision TEXT NOT NULL, basis TEXT NOT NULL); PRAGMA user_version = 1;") == SQLITE_OK);
     }
     auto store = exemptd::open_sqlite_store(path);
     Inspector db(path);
-    CHECK(db.number("PRAGMA user_version") == 4);
-    CHECK(db.number("SELECT count(*) FROM sqlite_master WHERE name = 'checkins'") == 0);
-    CHECK(db.number("SELECT count(*) FROM sqlite_master WHERE name = 'checkin_nonces_by_age'") == 1);
+    CHECK(db.number("PRAGMA user_version") == 5);
+    CHECK(db.number("SELECT count(*) FROM sqlite_master WHERE name IN ('checkins', 'checkin_nonces')") == 0);
+    CHECK(db.number("SELECT count(*) FROM checkin_nonce_log WHERE nonce = 'nonce-0001'") == 1);
     CHECK_FALSE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0 + 1min, standard_evaluate(t0 + 1min)));  // still known
     // The decision made before decision_key existed is recognised as unchanged: no audit record.
     auto const audited = db.number("SELECT count(*) FROM audit");

@@ -186,7 +186,9 @@ public:
     // the device with `evaluate`, stores the report's identity fields, the latest decision, the
     // failure streaks, the nonce and a bounded history entry, and audits a changed decision.
     // Nonces older than `nonce_ttl` are forgotten (the clock-skew check refuses such reports
-    // anyway). Nothing is written when it fails. Returns at once; `done` is called from the
+    // anyway). The SQLite store keeps the nonces of the last `nonce_ttl` in memory, and in a log
+    // it reads back when it opens; a store shared by several daemons must refuse replays in the
+    // database itself. Nothing is written when it fails. Returns at once; `done` is called from the
     // store's commit thread once the check-in is committed or refused, and must not block.
     // Thread-safe.
     virtual void check_in_async(PostureReport report, Evaluate evaluate, TimePoint now,
