@@ -94,12 +94,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A TCP port on 127.0.0.1 that nothing listens on (nginx cannot pick one itself).
+# A TCP port on 127.0.0.1 that no socket uses (nginx cannot pick one itself): below the kernel's
+# ephemeral range, so the load generator's own connections cannot take it before nginx binds.
 free_port() {
     local port
     for _ in {1..50}; do
-        port=$((20000 + SRANDOM % 20000))
-        [[ -z "$(ss -Htln "sport = :$port")" ]] && { echo "$port"; return 0; }
+        port=$((20000 + SRANDOM % 12000))
+        [[ -z "$(ss -Htan "sport = :$port")" ]] && { echo "$port"; return 0; }
     done
     die "found no free port"
 }

@@ -49,8 +49,12 @@ void append_string(std::string& out, std::string_view s)
 {
     static constexpr char kHex[] = "0123456789abcdef";
     out.push_back('"');
-    for (char const ch : s) {
-        auto const c = static_cast<unsigned char>(ch);
+    std::size_t copied = 0;  // bytes of `s` before this are in `out`; plain runs are copied whole
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        auto const c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        out.append(s.data() + copied, i - copied);
+        copied = i + 1;
         switch (c) {
         case '"': out += "\\\""; break;
         case '\\': out += "\\\\"; break;
@@ -60,15 +64,12 @@ void append_string(std::string& out, std::string_view s)
         case '\r': out += "\\r"; break;
         case '\t': out += "\\t"; break;
         default:
-            if (c < 0x20) {
-                out += "\\u00";
-                out.push_back(kHex[c >> 4]);
-                out.push_back(kHex[c & 0xf]);
-            } else {
-                out.push_back(ch);
-            }
+            out += "\\u00";
+            out.push_back(kHex[c >> 4]);
+            out.push_back(kHex[c & 0xf]);
         }
     }
+    out.append(s.data() + copied, s.size() - copied);
     out.push_back('"');
 }
 

@@ -84,6 +84,8 @@ public:
 private:
     template <class Call>
     Step perform(Call call);
+    // Frees the input buffer (a standard-size one goes back to the thread's pool).
+    void release_input() noexcept;
 
     SSL* ssl_ = nullptr;
     std::array<unsigned char, 5> small_{};  // one TLS record header
