@@ -7,7 +7,7 @@ CMAKE_FLAGS ?=
 DEPS := g++ cmake make pkg-config git openssl curl sqlite3 ca-certificates \
         libboost1.81-dev libboost-json1.81-dev libssl-dev libsqlite3-dev libyaml-cpp-dev \
         libspdlog-dev libcli11-dev libsystemd-dev catch2 \
-        systemd dpkg-dev file ccache
+        libjemalloc-dev systemd dpkg-dev file ccache
 
 # Only `make fuzz` needs these: clang and its libFuzzer/sanitizer runtimes.
 FUZZ_DEPS := clang libclang-rt-14-dev
