@@ -737,9 +737,10 @@ private:
         }
         c.out_done += std::size_t(r);
         if (c.out_done < c.out.size()) return write(c);
+        // The answer is read when epoll reports it: reading here at once would recurse through
+        // answered() and send_next() for as long as a fast server keeps answering in time.
         c.state = Conn::State::reading;
         want(c, EPOLLIN);
-        read(c);
     }
 
     void read(Conn& c)

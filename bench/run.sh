@@ -230,7 +230,7 @@ measure() {
     fi
     cpu1="$(cpu_seconds "$pid")"
     printf '%s\n' "$out" >&2
-    result="$(grep '^result ' <<<"$out" | tail -1)"
+    result="$(grep '^result ' <<<"$out" | tail -1 || true)"
     [[ -n "$result" ]] || { ROWS+=("$name $mode failed(exit=$rc) - - - - - -"); return 0; }
     local -A r=()
     local kv

@@ -357,7 +357,8 @@ std::string exemption_list_query(ExemptionFilter const& filter)
     std::string query;
     for (auto const& [key, value] : params) {
         if (value->empty()) continue;
-        query += (query.empty() ? "?" : "&") + std::string(key) + "=" + percent_encode(*value);
+        query += query.empty() ? '?' : '&';
+        query.append(key).append("=").append(percent_encode(*value));
     }
     return query;
 }

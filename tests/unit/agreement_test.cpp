@@ -195,7 +195,8 @@ void resign(CMS_SignerInfo* si, EVP_PKEY* key)
     std::sort(attributes.begin(), attributes.end());  // DER orders a SET OF by its encodings
     std::string body;
     for (auto const& a : attributes) body += a;
-    std::string const set = "\x31" + der_length(body.size()) + body;
+    std::string set(1, '\x31');
+    set.append(der_length(body.size())).append(body);
     MdCtxPtr const ctx{EVP_MD_CTX_new()};
     std::size_t length = 0;
     REQUIRE(EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) == 1);
