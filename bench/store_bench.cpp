@@ -145,10 +145,10 @@ private:
         exemptd::PostureReport report{device_id(device), "host", "SERIAL", "Debian", "12", facts_of(device),
                                       "bench", now, "nonce-" + std::to_string(n)};
         store_.check_in_async(std::move(report), evaluate_, now, std::chrono::seconds{660},
-                              [this](exemptd::ApiResult<exemptd::Decision> decision) { answered(decision); });
+                              [this](exemptd::ApiResult<exemptd::EncodedDecision> decision) { answered(decision); });
     }
 
-    void answered(exemptd::ApiResult<exemptd::Decision> const& decision)
+    void answered(exemptd::ApiResult<exemptd::EncodedDecision> const& decision)
     {
         if (decision) ++answered_;
         if (decision && Steady::now() < deadline_) return send();

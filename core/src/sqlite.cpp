@@ -63,6 +63,11 @@ void Statement::reset() noexcept
     sqlite3_clear_bindings(stmt_);
 }
 
+void Statement::reset_if_busy() noexcept
+{
+    if (sqlite3_stmt_busy(stmt_) != 0) sqlite3_reset(stmt_);
+}
+
 bool Statement::is_null(int column) const
 {
     return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
@@ -81,6 +86,10 @@ std::int64_t Statement::integer(int column) const
 
 Connection::Connection(std::string const& path)
 {
+    // SQLite counts its memory under a global mutex on every allocation; nothing here reads the
+    // counts. The setting takes effect only before SQLite initialises, at the first open.
+    static bool const memstatus_off = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) == SQLITE_OK;
+    (void)memstatus_off;
     int const flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
     int const rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
     if (rc != SQLITE_OK) {
@@ -105,7 +114,7 @@ void Connection::exec(std::string_view sql)
 
 void Connection::reset_all() noexcept
 {
-    for (auto& [sql, stmt] : cache_) stmt->reset();
+    for (auto& [sql, stmt] : cache_) stmt->reset_if_busy();
 }
 
 Statement& Connection::prepare(char const* sql)

@@ -39,6 +39,8 @@ public:
     void run();
     // Resets and clears bindings so the cached statement can be reused.
     void reset() noexcept;
+    // Ends a statement left on a row (an open read), keeping its bindings.
+    void reset_if_busy() noexcept;
 
     [[nodiscard]] bool is_null(int column) const;
     [[nodiscard]] std::string text(int column) const;

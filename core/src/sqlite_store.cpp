@@ -420,13 +420,13 @@ std::optional<EvaluationInput> evaluation_input(Connection& db, std::string cons
 // Re-evaluates a device, stores the decision and records a change in the decision history and
 // the audit trail. With a `report` (a check-in), evaluates its facts and stores them and its
 // identity fields in the same UPDATE; without, nullopt when the device never checked in.
-std::optional<Decision> refresh_decision(Connection& db, std::string const& device_id, Evaluate const& evaluate,
-                                         TimePoint now, PostureReport const* report = nullptr)
+std::optional<EncodedDecision> refresh_decision(Connection& db, std::string const& device_id, Evaluate const& evaluate,
+                                              TimePoint now, PostureReport const* report = nullptr)
 {
     auto in = evaluation_input(db, device_id, report ? &report->facts : nullptr);
     if (!in) return std::nullopt;
     Decision decision = evaluate(in->facts, in->active);
-    auto const decision_json = encode_decision(decision);
+    auto decision_json = encode_decision(decision);
     auto const key = decision_key(decision);
     auto& update = report ? db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
                                        "failing_since = ?5, decision_key = ?6, hostname = ?7, serial = ?8, "
@@ -449,7 +449,7 @@ std::optional<Decision> refresh_decision(Connection& db, std::string const& devi
                                           {"previous", in->stored_word.value_or("none")}};
         append_audit(db, {now, "exemptd", "decision.changed", "device:" + device_id, boost::json::serialize(details)});
     }
-    return decision;
+    return EncodedDecision{std::move(decision), std::move(decision_json)};
 }
 
 // Re-evaluates the device an exemption is about, if it is one.
@@ -622,7 +622,7 @@ private:
     void commit_batch(std::vector<std::unique_ptr<PendingWrite>> const& batch);
     enum class JobOutcome { kept, rolled_back, escalated };
     JobOutcome run_job(PendingWrite& pending, bool escalate_audited);
-    ApiResult<Decision> record_checkin(Connection& db, PostureReport const& report, Evaluate const& evaluate,
+    ApiResult<EncodedDecision> record_checkin(Connection& db, PostureReport const& report, Evaluate const& evaluate,
                                        TimePoint now, std::chrono::seconds nonce_ttl);
     void prune_nonce_log(Connection& db, std::int64_t before);
     void load_nonce_log();
@@ -1273,7 +1273,7 @@ Result<std::vector<DeviceRecord>> SqliteStore::list_devices(DeviceQuery const& q
 // Records one check-in inside the commit transaction: refuses a nonce seen within the TTL
 // (an older one is taken afresh), stores the report's identity fields and facts and re-evaluates
 // the decision from the fresh facts. Nothing is written when it refuses (the caller rolls back).
-ApiResult<Decision> SqliteStore::record_checkin(Connection& db, PostureReport const& report, Evaluate const& evaluate,
+ApiResult<EncodedDecision> SqliteStore::record_checkin(Connection& db, PostureReport const& report, Evaluate const& evaluate,
                                                 TimePoint now, std::chrono::seconds nonce_ttl)
 {
     auto const since = seconds_of(now - nonce_ttl);
@@ -1317,7 +1317,7 @@ void SqliteStore::load_nonce_log()
 void SqliteStore::check_in_async(PostureReport report, Evaluate evaluate, TimePoint now,
                                  std::chrono::seconds nonce_ttl, CheckinDone done)
 {
-    auto outcome = std::make_shared<std::optional<ApiResult<Decision>>>();
+    auto outcome = std::make_shared<std::optional<ApiResult<EncodedDecision>>>();
     auto job = [this, report = std::move(report), evaluate = std::move(evaluate), now, nonce_ttl, outcome](Connection& db) {
         *outcome = record_checkin(db, report, evaluate, now, nonce_ttl);
         return !(*outcome)->has_error();

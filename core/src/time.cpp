@@ -66,12 +66,26 @@ std::string format_rfc3339(TimePoint t)
     auto const day_point = floor<days>(t);
     year_month_day const ymd{day_point};
     hh_mm_ss const hms{t - day_point};
-    char buffer[32];
-    std::snprintf(buffer, sizeof buffer, "%04d-%02u-%02uT%02d:%02d:%02dZ", static_cast<int>(ymd.year()),
-                  static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
-                  static_cast<int>(hms.hours().count()), static_cast<int>(hms.minutes().count()),
-                  static_cast<int>(hms.seconds().count()));
-    return buffer;
+    int const y = static_cast<int>(ymd.year());
+    if (y < 0 || y > 9999) {  // never parsed from RFC 3339; written whole rather than cut to four digits
+        char buffer[48];
+        std::snprintf(buffer, sizeof buffer, "%d-%02u-%02uT%02d:%02d:%02dZ", y, static_cast<unsigned>(ymd.month()),
+                      static_cast<unsigned>(ymd.day()), static_cast<int>(hms.hours().count()),
+                      static_cast<int>(hms.minutes().count()), static_cast<int>(hms.seconds().count()));
+        return buffer;
+    }
+    // Written digit by digit: snprintf was a few percent of a check-in, which formats several times.
+    std::string out = "0000-00-00T00:00:00Z";
+    auto put = [&out](std::size_t end, long value, int width) {
+        for (int i = 1; i <= width; ++i, value /= 10) out[end - static_cast<std::size_t>(i)] = char('0' + value % 10);
+    };
+    put(4, y, 4);
+    put(7, static_cast<unsigned>(ymd.month()), 2);
+    put(10, static_cast<unsigned>(ymd.day()), 2);
+    put(13, hms.hours().count(), 2);
+    put(16, hms.minutes().count(), 2);
+    put(19, hms.seconds().count(), 2);
+    return out;
 }
 
 std::optional<std::chrono::seconds> parse_duration(std::string_view text)

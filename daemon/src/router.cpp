@@ -399,20 +399,21 @@ void Router::check_in_async(ClientId const& client, std::string const& body, Che
     store_.check_in_async(std::move(*report), evaluator(now), now, nonce_ttl, std::move(done));
 }
 
-HttpResponse Router::checkin_response(ApiResult<Decision> const& outcome) const
+HttpResponse Router::checkin_response(ApiResult<EncodedDecision> outcome) const
 {
     if (!outcome) return error_response(outcome.error());
-    metrics_.count_checkin(*outcome);
-    spdlog::debug("event=checkin device={} decision={} basis={}", outcome->device_id, outcome->allow ? "allow" : "deny",
-                  to_string(outcome->basis));
-    return {200, encode_decision(*outcome)};
+    auto const& decision = outcome->decision;
+    metrics_.count_checkin(decision);
+    spdlog::debug("event=checkin device={} decision={} basis={}", decision.device_id, decision.allow ? "allow" : "deny",
+                  to_string(decision.basis));
+    return {200, std::move(outcome->json)};
 }
 
 HttpResponse Router::checkin(ClientId const& client, std::string const& body) const
 {
-    std::promise<ApiResult<Decision>> outcome;
+    std::promise<ApiResult<EncodedDecision>> outcome;
     auto result = outcome.get_future();
-    check_in_async(client, body, [&outcome](ApiResult<Decision> r) { outcome.set_value(std::move(r)); });
+    check_in_async(client, body, [&outcome](ApiResult<EncodedDecision> r) { outcome.set_value(std::move(r)); });
     return checkin_response(result.get());
 }
 

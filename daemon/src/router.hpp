@@ -49,7 +49,7 @@ public:
 
     // The answer to a check-in whose outcome check_in_async gave; counts it in the metrics.
     // Rendering it is left to the caller's thread, off the store's commit thread. Thread-safe.
-    [[nodiscard]] HttpResponse checkin_response(ApiResult<Decision> const& outcome) const;
+    [[nodiscard]] HttpResponse checkin_response(ApiResult<EncodedDecision> outcome) const;
 
     // admit() then handle(), for callers that hold the whole request. Thread-safe.
     [[nodiscard]] HttpResponse handle(ClientId const& client, HttpRequest const& request) const;

@@ -483,9 +483,9 @@ net::awaitable<HttpResponse> Server::Impl::check_in(ClientId const& client, std:
             auto shared = std::make_shared<decltype(handler)>(std::move(handler));
             checkins_in_store.fetch_add(1);
             // The answer is rendered on the session's thread, not the store's commit thread.
-            auto reply = [this, shared, io](ApiResult<Decision> outcome) {
+            auto reply = [this, shared, io](ApiResult<EncodedDecision> outcome) {
                 net::post(io, [this, shared, outcome = std::move(outcome)]() mutable {
-                    std::move(*shared)(router.checkin_response(outcome));
+                    std::move(*shared)(router.checkin_response(std::move(outcome)));
                 });
                 checkins_in_store.fetch_sub(1);
             };

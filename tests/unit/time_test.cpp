@@ -106,6 +106,12 @@ TEST_CASE("A time is formatted as whole-second RFC 3339 UTC", "[time]")
     CHECK(format_rfc3339(TimePoint{}) == "1970-01-01T00:00:00Z");
     CHECK(format_rfc3339(civil(2028, 2, 29, 23, 59, 59)) == "2028-02-29T23:59:59Z");
     CHECK(format_rfc3339(civil(2026, 1, 2, 3, 4, 5)) == "2026-01-02T03:04:05Z");
+    CHECK(format_rfc3339(civil(0, 1, 1, 0, 0, 0)) == "0000-01-01T00:00:00Z");
+    CHECK(format_rfc3339(civil(9999, 12, 31, 23, 59, 59)) == "9999-12-31T23:59:59Z");
+    CHECK(format_rfc3339(civil(7, 10, 9, 10, 9, 7)) == "0007-10-09T10:09:07Z");
+    // Outside four digits nothing is cut: such a time is written whole (and never parses back).
+    CHECK(format_rfc3339(civil(10000, 1, 1, 0, 0, 0)) == "10000-01-01T00:00:00Z");
+    CHECK(format_rfc3339(civil(-1, 12, 31, 23, 59, 59)) == "-1-12-31T23:59:59Z");
 
     SECTION("formatting and parsing round-trip") {
         for (auto const* text : {"2026-11-27T21:00:00Z", "1999-12-31T23:59:59Z", "2038-01-19T03:14:08Z",

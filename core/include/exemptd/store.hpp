@@ -66,8 +66,15 @@ struct ImportAudit {
     std::string file_sha256;  // hex SHA-256 of the CSV as received
 };
 
-// Receives a check-in's decision, or why it was refused.
-using CheckinDone = std::function<void(ApiResult<Decision>)>;
+// A decision and its SPEC JSON (encode_decision): a check-in encodes it once, for the database
+// and the answer alike.
+struct EncodedDecision {
+    Decision decision;
+    std::string json;
+};
+
+// Receives a check-in's result, or why it was refused.
+using CheckinDone = std::function<void(ApiResult<EncodedDecision>)>;
 
 // Computes an exemption's next state from its current one, or the rule it breaks.
 using Transition = std::function<ApiResult<Exemption>(Exemption const& current)>;
@@ -200,8 +207,10 @@ public:
     {
         std::promise<ApiResult<Decision>> answer;
         auto result = answer.get_future();
-        check_in_async(report, evaluate, now, nonce_ttl,
-                       [&answer](ApiResult<Decision> r) { answer.set_value(std::move(r)); });
+        check_in_async(report, evaluate, now, nonce_ttl, [&answer](ApiResult<EncodedDecision> r) {
+            if (r) return answer.set_value(std::move(r->decision));
+            answer.set_value(std::move(r).error());
+        });
         return result.get();
     }
 
