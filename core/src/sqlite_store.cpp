@@ -1285,12 +1285,14 @@ ApiResult<EncodedDecision> SqliteStore::record_checkin(Connection& db, PostureRe
     if (nonces_.contains(key, since))
         return api_error(409, "replay", "This report's nonce was already used by this device; send a fresh one.");
     auto const& id = report.device_id;
-    db.prepare("INSERT INTO devices (device_id) VALUES (?1) ON CONFLICT DO NOTHING").bind(1, id).run();
     db.prepare("INSERT INTO checkin_nonce_log (device_id, nonce, seen_at) VALUES (?1, ?2, ?3)")
         .bind(1, id).bind(2, report.nonce).bind(3, seconds_of(now)).run();
     nonces_.add(key, seconds_of(now), sqlite3_last_insert_rowid(db.handle()));
     txn_nonces_.push_back(key);
     if (!nonce_log_pruned_) prune_nonce_log(db, nonce_log_prune_to_);
+    if (auto known = refresh_decision(db, id, evaluate, now, &report)) return std::move(*known);
+    // A device's first check-in (nothing enrolled it) adds it to the registry.
+    db.prepare("INSERT INTO devices (device_id) VALUES (?1)").bind(1, id).run();
     return *refresh_decision(db, id, evaluate, now, &report);
 }
 
