@@ -185,6 +185,7 @@ metrics_listen: 127.0.0.1:0
 log_level: info
 threads: $THREADS
 limits: {checkin_rate_per_minute: 0}   # each device checks in as fast as it can
+${SWEEP_INTERVAL:+sweep_interval_seconds: $SWEEP_INTERVAL}
 EOF
     "$EXEMPTD" --config "$dir/exemptd.yaml" --ready-file "$dir/ready" </dev/null >"$dir/exemptd.log" 2>&1 &
     EXEMPTD_PID=$!

@@ -117,7 +117,7 @@ public:
     // that would hide the damage. Thread-safe.
     void halt() { halted_ = true; }
 
-    // Signs and appends a checkpoint of the current head. Called from one thread.
+    // Signs and appends a checkpoint of the current head. Called by one thread at a time.
     void write()
     {
         if (halted_) return;
@@ -296,7 +296,8 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
     };
     options.periodic.push_back({config->sweep_interval, [&] { sweep(router); }});
     options.periodic.push_back({config->checkpoint_interval, [&] { checkpointer.write(); }});
-    if (auto const interval = watchdog_interval()) options.periodic.push_back({*interval, [] { sd_notify(0, "WATCHDOG=1"); }});
+    if (auto const interval = watchdog_interval())
+        options.periodic.push_back({*interval, [] { sd_notify(0, "WATCHDOG=1"); }, /*on_io_thread=*/true});
     if (auto problem = router.checkpoint_problem(); !problem || *problem) {
         spdlog::critical("event=audit_checkpoint_mismatch reason=\"{}\" effect=\"no new checkpoints until investigated\"",
                          problem ? **problem : problem.error().message());

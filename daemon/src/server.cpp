@@ -562,7 +562,12 @@ net::awaitable<void> Server::Impl::repeat(PeriodicTask const& task)
         timer.expires_after(task.every);
         auto [ec] = co_await timer.async_wait(Token{});
         if (ec || stopping) break;
-        task.run();
+        if (task.on_io_thread) {
+            task.run();
+        } else {
+            co_await net::co_spawn(
+                handlers, [&task]() -> net::awaitable<void> { task.run(); co_return; }, net::use_awaitable);
+        }
     }
 }
 

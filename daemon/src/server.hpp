@@ -15,11 +15,14 @@ namespace exemptd::daemon {
 class Router;
 class Metrics;
 
-// Work the server runs every `every` on its first I/O thread while serving (the sweeper, audit
-// checkpoints, the systemd watchdog): a stalled I/O loop also stalls these.
+// Work the server runs every `every` while serving, one run at a time. Work that waits for the
+// disk (the sweeper's durable commit, an audit checkpoint) runs on the handler pool, so that it
+// never holds up requests; work on the I/O thread (the systemd watchdog) stalls with it, which
+// is what a watchdog is for.
 struct PeriodicTask {
     std::chrono::milliseconds every;
     std::function<void()> run;
+    bool on_io_thread = false;
 };
 
 struct ServerOptions {
