@@ -34,7 +34,6 @@ using TcpStream = Token::as_default_on_t<beast::tcp_stream>;
 // its whole life (README, "Idle connections").
 using SessionStream = TlsStream<TcpStream>;
 using Acceptor = Token::as_default_on_t<tcp::acceptor>;
-using Response = http::response<http::string_body>;
 
 constexpr auto kShutdownTimeout = std::chrono::seconds{2};
 constexpr auto kDrainTimeout = std::chrono::seconds{2};
@@ -89,19 +88,6 @@ HandshakeFailure classify_handshake_failure(SSL* ssl, boost::system::error_code 
         ec == net::error::broken_pipe)
         return HandshakeFailure::connection_closed;
     return HandshakeFailure::protocol_error;
-}
-
-Response to_beast(HttpResponse const& r, unsigned version, bool keep_alive)
-{
-    Response res{static_cast<http::status>(r.status), version};
-    res.set(http::field::server, "exemptd");
-    res.set(http::field::content_type, r.content_type);
-    res.set(http::field::cache_control, "no-store");
-    res.keep_alive(keep_alive);
-    if (r.retry_after_seconds > 0) res.set(http::field::retry_after, std::to_string(r.retry_after_seconds));
-    res.body() = r.body;
-    res.prepare_payload();
-    return res;
 }
 
 tcp::endpoint to_asio(Endpoint const& e)
@@ -424,9 +410,9 @@ net::awaitable<void> Server::Impl::serve_requests(SessionStream& stream, Worker:
         }
         if (refusal) {
             // The body (if any) stays unread, so the connection cannot carry another request.
-            auto res = to_beast(*refusal, hec ? 11 : header.version(), false);
+            auto const res = encode_response(*refusal, hec ? 11 : header.version(), false);
             lowest.expires_after(limits.request_timeout);
-            co_await http::async_write(stream, res);
+            co_await net::async_write(stream, net::buffer(res));
             metrics.observe_request(std::nullopt, refusal->status, std::chrono::steady_clock::now() - started);
             co_await drain_and_close(lowest, limits.max_body_bytes);
             co_return;
@@ -455,9 +441,9 @@ net::awaitable<void> Server::Impl::serve_requests(SessionStream& stream, Worker:
                 });
             }
         }
-        auto res = to_beast(answer, header.version(), keep_alive);
+        auto const res = encode_response(answer, header.version(), keep_alive);
         lowest.expires_after(limits.request_timeout);  // the handler's time (a large import) is not the write's
-        auto [wec, wn] = co_await http::async_write(stream, res);
+        auto [wec, wn] = co_await net::async_write(stream, net::buffer(res));
         metrics.observe_request(route->action, answer.status, std::chrono::steady_clock::now() - started);
         if (bec == http::error::body_limit) {
             // The rest of the body is unread, as after a refusal. A TLS shutdown would fail on the
@@ -531,8 +517,8 @@ net::awaitable<void> Server::Impl::run_metrics_session(tcp::socket socket)
         answer = {200, metrics.render(), "text/plain; version=0.0.4"};
     else
         answer = error_response(api_error(404, "not_found", "There is no such route."));
-    auto res = to_beast(answer, req.version(), false);
-    co_await http::async_write(stream, res);
+    auto const res = encode_response(answer, req.version(), false);
+    co_await net::async_write(stream, net::buffer(res));
     boost::system::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
 }
