@@ -1223,7 +1223,7 @@ void report(Options const& o, RunResult& r)
                 " retried\n", s.handshakes, s.resumed, s.handshakes ? double(s.resumed) / double(s.handshakes) : 0.0,
                 s.idle_closed, s.retries);
     if (o.mode == Mode::fleet)
-        std::printf("fleet: %u devices every %.1f s, planned %.1f/s, achieved %.1f/s, %" PRIu64 " missed deadlines, %" PRIu64
+        std::printf("fleet: %u devices every %.3g s, planned %.1f/s, achieved %.1f/s, %" PRIu64 " missed deadlines, %" PRIu64
                     " late starts (sent >1 s after the scheduled time; on a new connection, connect and handshake count)\n", o.devices, o.interval, o.devices / o.interval, rps, s.missed, s.late_starts);
     std::printf("latency ms: p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n", percentile_ms(s.latency_us, 50),
                 percentile_ms(s.latency_us, 90), percentile_ms(s.latency_us, 99), percentile_ms(s.latency_us, 99.9),
