@@ -420,8 +420,9 @@ std::optional<EvaluationInput> evaluation_input(Connection& db, std::string cons
 // Re-evaluates a device, stores the decision and records a change in the decision history and
 // the audit trail. With a `report` (a check-in), evaluates its facts and stores them and its
 // identity fields in the same UPDATE; without, nullopt when the device never checked in.
-std::optional<EncodedDecision> refresh_decision(Connection& db, std::string const& device_id, Evaluate const& evaluate,
-                                              TimePoint now, PostureReport const* report = nullptr)
+std::optional<EncodedDecision> refresh_decision(Connection& db, std::string const& device_id,
+                                                Evaluate const& evaluate, TimePoint now,
+                                                PostureReport const* report = nullptr)
 {
     auto in = evaluation_input(db, device_id, report ? &report->facts : nullptr);
     if (!in) return std::nullopt;
@@ -623,7 +624,7 @@ private:
     enum class JobOutcome { kept, rolled_back, escalated };
     JobOutcome run_job(PendingWrite& pending, bool escalate_audited);
     ApiResult<EncodedDecision> record_checkin(Connection& db, PostureReport const& report, Evaluate const& evaluate,
-                                       TimePoint now, std::chrono::seconds nonce_ttl);
+                                              TimePoint now, std::chrono::seconds nonce_ttl);
     void prune_nonce_log(Connection& db, std::int64_t before);
     void load_nonce_log();
     void run_transaction(std::vector<PendingWrite*> const& jobs, std::vector<PendingWrite*>* escalate);
@@ -1273,8 +1274,9 @@ Result<std::vector<DeviceRecord>> SqliteStore::list_devices(DeviceQuery const& q
 // Records one check-in inside the commit transaction: refuses a nonce seen within the TTL
 // (an older one is taken afresh), stores the report's identity fields and facts and re-evaluates
 // the decision from the fresh facts. Nothing is written when it refuses (the caller rolls back).
-ApiResult<EncodedDecision> SqliteStore::record_checkin(Connection& db, PostureReport const& report, Evaluate const& evaluate,
-                                                TimePoint now, std::chrono::seconds nonce_ttl)
+ApiResult<EncodedDecision> SqliteStore::record_checkin(Connection& db, PostureReport const& report,
+                                                       Evaluate const& evaluate, TimePoint now,
+                                                       std::chrono::seconds nonce_ttl)
 {
     auto const since = seconds_of(now - nonce_ttl);
     if (auto const expired = nonces_.expire(since); expired > nonce_log_prune_to_) {
