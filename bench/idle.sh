@@ -20,6 +20,8 @@
 #   CONNECTIONS [10000]  CHECKINS [1000] (0: none)  THREADS [1] server I/O threads (0: one per
 #   core)  SETTLE [3] seconds
 #   KEEP_TMP [0]: 1 keeps the temporary folder (config, log, database)
+#   DATABASE []: a database to start from (copied), e.g. the 1,000,000-device one that
+#   `KEEP_TMP=1 SIZES=1000000 bench/scale.sh` leaves; a fresh one by default
 set -euo pipefail
 
 SOURCE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,6 +82,10 @@ dir="$TMP/exemptd"
 mkdir -p "$dir"
 cp "$SOURCE_DIR/policies/default.yaml" "$dir/policy.yaml"
 cp "$SOURCE_DIR/policies/byod-v3.txt" "$dir/"
+if [[ -n "${DATABASE:-}" ]]; then
+    [[ -f "$DATABASE" && ! -e "$DATABASE-wal" ]] || die "DATABASE must be a cleanly stopped database (no -wal file): $DATABASE"
+    cp "$DATABASE" "$dir/exemptd.db"
+fi
 cat >"$dir/exemptd.yaml" <<EOF
 listen: 127.0.0.1:0
 tls: {cert: $PKI/server.crt, key: $PKI/server.key, client_ca: $PKI/clients-ca.crt}
@@ -141,6 +147,7 @@ hwm="$(status_kb "$EXEMPTD_PID" VmHWM)"
 
 echo
 echo "$opened idle TLS connections (of $CONNECTIONS), threads: $THREADS (0: one per core), $(nproc) cores"
+[[ -z "${DATABASE:-}" ]] || echo "database: a copy of $DATABASE ($(du -m "$dir/exemptd.db" | cut -f1) MB)"
 {
     echo "state rss_kb rss_mb"
     for row in "before:$rss_before" "held:$rss_held" "after_${CHECKINS}_checkins:$rss_checked" \
