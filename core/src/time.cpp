@@ -69,7 +69,7 @@ std::string format_rfc3339(TimePoint t)
     int const y = static_cast<int>(ymd.year());
     if (y < 0 || y > 9999) {  // never parsed from RFC 3339; written whole rather than cut to four digits
         char buffer[48];
-        std::snprintf(buffer, sizeof buffer, "%d-%02u-%02uT%02d:%02d:%02dZ", y, static_cast<unsigned>(ymd.month()),
+        std::snprintf(buffer, sizeof buffer, "%04d-%02u-%02uT%02d:%02d:%02dZ", y, static_cast<unsigned>(ymd.month()),
                       static_cast<unsigned>(ymd.day()), static_cast<int>(hms.hours().count()),
                       static_cast<int>(hms.minutes().count()), static_cast<int>(hms.seconds().count()));
         return buffer;

@@ -111,7 +111,7 @@ TEST_CASE("A time is formatted as whole-second RFC 3339 UTC", "[time]")
     CHECK(format_rfc3339(civil(7, 10, 9, 10, 9, 7)) == "0007-10-09T10:09:07Z");
     // Outside four digits nothing is cut: such a time is written whole (and never parses back).
     CHECK(format_rfc3339(civil(10000, 1, 1, 0, 0, 0)) == "10000-01-01T00:00:00Z");
-    CHECK(format_rfc3339(civil(-1, 12, 31, 23, 59, 59)) == "-1-12-31T23:59:59Z");
+    CHECK(format_rfc3339(civil(-1, 12, 31, 23, 59, 59)) == "-001-12-31T23:59:59Z");
 
     SECTION("formatting and parsing round-trip") {
         for (auto const* text : {"2026-11-27T21:00:00Z", "1999-12-31T23:59:59Z", "2038-01-19T03:14:08Z",
