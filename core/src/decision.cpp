@@ -117,8 +117,8 @@ boost::json::object decision_to_json(Decision const& d)
             {"next_checkin_seconds", d.next_checkin_seconds}};
 }
 
-// The same text as serialize(decision_to_json(d)), written directly: a check-in encodes its
-// decision twice (stored and answered), and a DOM costs an allocation per value.
+// The same text as serialize(decision_to_json(d)), written directly: every check-in encodes its
+// decision (stored, and sent as the answer), and a DOM costs an allocation per value.
 std::string encode_decision(Decision const& d)
 {
     std::string out;

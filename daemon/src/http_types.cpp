@@ -4,19 +4,7 @@
 
 #include <boost/beast/http/status.hpp>
 
-#include <charconv>
-
 namespace exemptd::daemon {
-namespace {
-
-void append_number(std::string& out, long long value)
-{
-    char digits[24];
-    auto const end = std::to_chars(digits, digits + sizeof digits, value).ptr;
-    out.append(digits, end);
-}
-
-}  // namespace
 
 std::string encode_response(HttpResponse const& r, unsigned version, bool keep_alive)
 {
@@ -24,7 +12,7 @@ std::string encode_response(HttpResponse const& r, unsigned version, bool keep_a
     std::string out;
     out.reserve(160 + r.body.size());
     out += version >= 11 ? "HTTP/1.1 " : "HTTP/1.0 ";
-    append_number(out, r.status);
+    out += std::to_string(r.status);
     out += ' ';
     out += http::obsolete_reason(static_cast<http::status>(r.status));
     out += "\r\nServer: exemptd\r\nContent-Type: ";
@@ -35,11 +23,11 @@ std::string encode_response(HttpResponse const& r, unsigned version, bool keep_a
     if (version < 11 && keep_alive) out += "Connection: keep-alive\r\n";
     if (r.retry_after_seconds > 0) {
         out += "Retry-After: ";
-        append_number(out, r.retry_after_seconds);
+        out += std::to_string(r.retry_after_seconds);
         out += "\r\n";
     }
     out += "Content-Length: ";
-    append_number(out, static_cast<long long>(r.body.size()));
+    out += std::to_string(r.body.size());
     out += "\r\n\r\n";
     out += r.body;
     return out;

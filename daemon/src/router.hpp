@@ -47,8 +47,8 @@ public:
     // commit thread (it must not block). Thread-safe.
     void check_in_async(ClientId const& client, std::string const& body, CheckinDone done) const;
 
-    // The answer to a check-in whose outcome check_in_async gave; counts it in the metrics.
-    // Rendering it is left to the caller's thread, off the store's commit thread. Thread-safe.
+    // The answer to a check-in whose outcome check_in_async gave (a decision's JSON comes
+    // encoded by the store); counts it in the metrics. Thread-safe.
     [[nodiscard]] HttpResponse checkin_response(ApiResult<EncodedDecision> outcome) const;
 
     // admit() then handle(), for callers that hold the whole request. Thread-safe.

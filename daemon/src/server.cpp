@@ -468,7 +468,7 @@ net::awaitable<HttpResponse> Server::Impl::check_in(ClientId const& client, std:
             // CheckinDone must be copyable; the coroutine's handler is move-only.
             auto shared = std::make_shared<decltype(handler)>(std::move(handler));
             checkins_in_store.fetch_add(1);
-            // The answer is rendered on the session's thread, not the store's commit thread.
+            // The answer is made on the session's thread, not the store's commit thread.
             auto reply = [this, shared, io](ApiResult<EncodedDecision> outcome) {
                 net::post(io, [this, shared, outcome = std::move(outcome)]() mutable {
                     std::move(*shared)(router.checkin_response(std::move(outcome)));
