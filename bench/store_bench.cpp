@@ -222,6 +222,8 @@ try {
         if (mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
         o.dir = templ;
     }
+    // As the store's connections do; it must come before the baseline's first sqlite3_open.
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     double const baseline = raw_upserts(o.dir + "/raw.db", o);
     std::printf("baseline  raw SQLite upserts, %d per transaction: %.0f rows/s\n", o.clients, baseline);
     double cpu_us = 0;
