@@ -22,6 +22,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <future>
+#include <map>
+#include <optional>
+#include <unordered_map>
 #include <thread>
 #include <filesystem>
 #include <mutex>
@@ -381,35 +384,95 @@ std::vector<Exemption> active_exemptions(Connection& db, std::string const& subj
 
 std::optional<AgreementRecord> find_agreement(Connection& db, std::string const& id);
 
-// What evaluating a device needs: the registry view, the latest facts, the failure streaks, the
-// active exemptions and the agreements they name, and the stored decision's word and key.
+// What evaluating a device needs from its row besides the facts, and whether any active
+// exemption names it.
+struct EvaluationState {
+    bool enrolled = false;
+    std::string owner;
+    std::map<std::string, TimePoint> failing_since;
+    std::optional<std::string> stored_word;  // "allow" or "deny"; nullopt before the first decision
+    std::string stored_key;
+    bool has_active_exemptions = true;       // false: no active exemption names the device
+};
+
+// Commit thread only: each device's state as its last check-in left it, so that the next check-in
+// need not read its row back. Only check-ins keep it: every other write may change what it holds
+// (an enrollment, an exemption, an agreement) and empties it, and so does a transaction that
+// fails; a job rolled back forgets the state it put. Bounded: emptied when full.
+class EvaluationStateCache {
+public:
+    static constexpr std::size_t kMaxDevices = 32768;
+
+    EvaluationState const* find(std::string const& device_id) const
+    {
+        auto const it = states_.find(device_id);
+        return it == states_.end() ? nullptr : &it->second;
+    }
+    void put(std::string const& device_id, EvaluationState state)
+    {
+        if (states_.size() >= kMaxDevices && !states_.contains(device_id)) states_.clear();
+        states_.insert_or_assign(device_id, std::move(state));
+        put_in_job_ = device_id;
+    }
+    void begin_job() { put_in_job_.reset(); }
+    void roll_back_job()
+    {
+        if (put_in_job_) states_.erase(*put_in_job_);
+        put_in_job_.reset();
+    }
+    void clear()
+    {
+        states_.clear();
+        put_in_job_.reset();
+    }
+
+private:
+    std::unordered_map<std::string, EvaluationState> states_;
+    std::optional<std::string> put_in_job_;  // the device whose state the running job put
+};
+
+// What evaluating a device needs: its facts (with the registry view and the failure streaks),
+// its active exemptions and the agreements they name, and the stored decision's word and key.
 struct EvaluationInput {
     DeviceFacts facts;
     std::vector<Exemption> active;
-    std::optional<std::string> stored_word;  // "allow" or "deny"; nullopt before the first decision
-    std::string stored_key;
+    EvaluationState stored;  // its failing_since is moved into facts
 };
 
 // nullopt when the device is unknown or, unless `fresh_facts` are given, has never checked in
-// (no facts to evaluate).
+// (no facts to evaluate). With `known` (only beside fresh facts), the row is not read.
 std::optional<EvaluationInput> evaluation_input(Connection& db, std::string const& device_id,
-                                                Facts const* fresh_facts = nullptr)
+                                                Facts const* fresh_facts = nullptr, EvaluationState const* known = nullptr)
 {
-    auto& row = db.prepare("SELECT enrolled, facts_json, failing_since, decision_json, last_checkin, owner, decision, "
-                           "decision_key FROM devices WHERE device_id = ?1");
-    if (!row.bind(1, device_id).step() || (row.is_null(4) && fresh_facts == nullptr)) return std::nullopt;
     EvaluationInput in;
-    in.facts = {device_id, !row.is_null(0) && row.integer(0) != 0,
-                fresh_facts ? *fresh_facts : facts_from_json(row.text(1)), streaks_from_json(row.text(2)), row.text(5), {}};
-    if (!row.is_null(6)) {
-        in.stored_word = row.text(6);
-        if (!row.is_null(7)) {
-            in.stored_key = row.text(7);
-        } else if (!row.is_null(3)) {  // decided before decision_key existed
-            if (auto d = decode_decision(row.text(3))) in.stored_key = decision_key(*d);
+    if (known != nullptr && fresh_facts != nullptr) {
+        in.stored = *known;
+        in.facts.facts = *fresh_facts;
+    } else {
+        auto& row = db.prepare("SELECT enrolled, facts_json, failing_since, decision_json, last_checkin, owner, "
+                               "decision, decision_key FROM devices WHERE device_id = ?1");
+        if (!row.bind(1, device_id).step() || (row.is_null(4) && fresh_facts == nullptr)) return std::nullopt;
+        in.stored.enrolled = !row.is_null(0) && row.integer(0) != 0;
+        in.stored.owner = row.text(5);
+        in.stored.failing_since = streaks_from_json(row.text(2));
+        if (!row.is_null(6)) {
+            in.stored.stored_word = row.text(6);
+            if (!row.is_null(7)) {
+                in.stored.stored_key = row.text(7);
+            } else if (!row.is_null(3)) {  // decided before decision_key existed
+                if (auto d = decode_decision(row.text(3))) in.stored.stored_key = decision_key(*d);
+            }
         }
+        in.facts.facts = fresh_facts ? *fresh_facts : facts_from_json(row.text(1));
     }
-    in.active = active_exemptions(db, "device:" + device_id);
+    in.facts.device_id = device_id;
+    in.facts.enrolled = in.stored.enrolled;
+    in.facts.owner = in.stored.owner;
+    in.facts.failing_since = std::move(in.stored.failing_since);
+    if (in.stored.has_active_exemptions) {
+        in.active = active_exemptions(db, "device:" + device_id);
+        in.stored.has_active_exemptions = !in.active.empty();
+    }
     for (auto const& e : in.active) {
         if (e.agreement_id.empty() || in.facts.agreements.contains(e.agreement_id)) continue;
         if (auto a = find_agreement(db, e.agreement_id)) in.facts.agreements.emplace(e.agreement_id, std::move(*a));
@@ -419,16 +482,20 @@ std::optional<EvaluationInput> evaluation_input(Connection& db, std::string cons
 
 // Re-evaluates a device, stores the decision and records a change in the decision history and
 // the audit trail. With a `report` (a check-in), evaluates its facts and stores them and its
-// identity fields in the same UPDATE; without, nullopt when the device never checked in.
+// identity fields in the same UPDATE, reading the rest from `cache` when it has the device and
+// putting the new state there; without, nullopt when the device never checked in.
 std::optional<EncodedDecision> refresh_decision(Connection& db, std::string const& device_id,
                                                 Evaluate const& evaluate, TimePoint now,
-                                                PostureReport const* report = nullptr)
+                                                PostureReport const* report = nullptr,
+                                                EvaluationStateCache* cache = nullptr)
 {
-    auto in = evaluation_input(db, device_id, report ? &report->facts : nullptr);
+    EvaluationState const* known = cache != nullptr && report != nullptr ? cache->find(device_id) : nullptr;
+    auto in = evaluation_input(db, device_id, report ? &report->facts : nullptr, known);
     if (!in) return std::nullopt;
     Decision decision = evaluate(in->facts, in->active);
     auto decision_json = encode_decision(decision);
-    auto const key = decision_key(decision);
+    auto key = decision_key(decision);
+    auto streaks = failure_streaks(decision);
     auto& update = report ? db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
                                        "failing_since = ?5, decision_key = ?6, hostname = ?7, serial = ?8, "
                                        "os_name = ?9, os_version = ?10, last_checkin = ?11, facts_json = ?12 "
@@ -436,19 +503,25 @@ std::optional<EncodedDecision> refresh_decision(Connection& db, std::string cons
                           : db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
                                        "failing_since = ?5, decision_key = ?6 WHERE device_id = ?1");
     update.bind(1, device_id).bind(2, decision_word(decision)).bind(3, to_string(decision.basis)).bind(4, decision_json)
-        .bind(5, streaks_to_json(failure_streaks(decision))).bind(6, key);
+        .bind(5, streaks_to_json(streaks)).bind(6, key);
     if (report) {
         update.bind(7, report->hostname).bind(8, report->serial).bind(9, report->os_name)
             .bind(10, report->os_version).bind(11, seconds_of(now)).bind(12, facts_to_json(report->facts));
     }
     update.run();
-    if (!in->stored_word || in->stored_key != key) {
+    auto& stored = in->stored;
+    if (!stored.stored_word || stored.stored_key != key) {
         db.prepare("INSERT INTO decision_history (device_id, at, decision_json) VALUES (?1, ?2, ?3)")
             .bind(1, device_id).bind(2, seconds_of(now)).bind(3, decision_json).run();
         boost::json::object const details{{"decision", decision_word(decision)},
                                           {"basis", to_string(decision.basis)},
-                                          {"previous", in->stored_word.value_or("none")}};
+                                          {"previous", stored.stored_word.value_or("none")}};
         append_audit(db, {now, "exemptd", "decision.changed", "device:" + device_id, boost::json::serialize(details)});
+    }
+    if (cache != nullptr && report != nullptr) {
+        cache->put(device_id, EvaluationState{stored.enrolled, std::move(stored.owner), std::move(streaks),
+                                          std::string(decision_word(decision)), std::move(key),
+                                          stored.has_active_exemptions});
     }
     return EncodedDecision{std::move(decision), std::move(decision_json)};
 }
@@ -657,6 +730,7 @@ private:
     std::int64_t nonce_log_prune_to_ = 0;
     bool nonce_log_pruned_ = true;
     bool audit_appended_ = false;          // commit thread only: set by on_row_change
+    EvaluationStateCache evaluation_states_;       // commit thread only
 
     mutable std::mutex readers_mutex_;
     mutable std::vector<std::unique_ptr<Connection>> idle_readers_;
@@ -774,8 +848,13 @@ bool SqliteStore::write(std::function<bool(Connection&)> job, bool relaxed)
 {
     std::promise<bool> committed;
     auto result = committed.get_future();
+    // Any write but a check-in may change what the device states hold.
+    auto forgetting = [this, job = std::move(job)](Connection& db) {
+        evaluation_states_.clear();
+        return job(db);
+    };
     enqueue(std::make_unique<PendingWrite>(PendingWrite{
-        std::move(job), relaxed, [&committed](bool ok) { committed.set_value(ok); }, false}));
+        std::move(forgetting), relaxed, [&committed](bool ok) { committed.set_value(ok); }, false}));
     return result.get();
 }
 
@@ -829,6 +908,7 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
             sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
         for (auto* p : jobs) p->committed = false;
         for (auto const key : txn_nonces_) nonces_.forget(key);
+        evaluation_states_.clear();
     }
     txn_nonces_.clear();
     commit_latency_.observe(std::chrono::steady_clock::now() - started);
@@ -840,6 +920,7 @@ SqliteStore::JobOutcome SqliteStore::run_job(PendingWrite& pending, bool escalat
 {
     writer_.prepare("SAVEPOINT job").run();
     audit_appended_ = false;
+    evaluation_states_.begin_job();
     std::size_t const nonces_before = txn_nonces_.size();
     bool keep = false;
     try {
@@ -861,6 +942,7 @@ SqliteStore::JobOutcome SqliteStore::run_job(PendingWrite& pending, bool escalat
         writer_.prepare("ROLLBACK TO job").run();
         for (auto i = nonces_before; i < txn_nonces_.size(); ++i) nonces_.forget(txn_nonces_[i]);
         txn_nonces_.resize(nonces_before);
+        evaluation_states_.roll_back_job();
     }
     writer_.prepare("RELEASE job").run();
     if (escalated) return JobOutcome::escalated;
@@ -1292,10 +1374,10 @@ ApiResult<EncodedDecision> SqliteStore::record_checkin(Connection& db, PostureRe
     nonces_.add(key, seconds_of(now), sqlite3_last_insert_rowid(db.handle()));
     txn_nonces_.push_back(key);
     if (!nonce_log_pruned_) prune_nonce_log(db, nonce_log_prune_to_);
-    if (auto known = refresh_decision(db, id, evaluate, now, &report)) return std::move(*known);
+    if (auto known = refresh_decision(db, id, evaluate, now, &report, &evaluation_states_)) return std::move(*known);
     // A device's first check-in (nothing enrolled it) adds it to the registry.
     db.prepare("INSERT INTO devices (device_id) VALUES (?1)").bind(1, id).run();
-    return *refresh_decision(db, id, evaluate, now, &report);
+    return *refresh_decision(db, id, evaluate, now, &report, &evaluation_states_);
 }
 
 // Deletes a few of the log's rows numbered up to `last`, oldest first: a check-in adds one row

@@ -412,6 +412,33 @@ TEST_CASE("A transition stores the new record, audits from and to, and re-evalua
     }
 }
 
+TEST_CASE("The check-in after an exemption is approved or revoked sees it", "[exemption-store]")
+{
+    // The store keeps each device's state from one check-in to the next; a transition in
+    // between must not leave the next check-in with the old set of exemptions.
+    auto store = exemptd::open_sqlite_store(":memory:");
+    enroll_and_check_in_unpatched(*store);
+    auto const unpatched_check_in = [&](std::string const& nonce, TimePoint at) {
+        auto report = PostureJson{"LAPTOP-0042", at}.nonce(nonce).fact("os_patch_age_days", 45).report();
+        auto decision = store->check_in(report, covering_evaluate(at), at, kNonceTtl);
+        REQUIRE(decision);
+        return *decision;
+    };
+    CHECK_FALSE(unpatched_check_in("nonce-0002", t0 + 1min).allow);
+
+    auto const requested = created(*store, draft("device:LAPTOP-0042", {"OS-01"}, t0 + 30 * 24h));
+    REQUIRE(approve(*store, requested.id, kManager, t0 + 2min));
+    auto const exempted = unpatched_check_in("nonce-0003", t0 + 3min);
+    CHECK(exempted.allow);
+    CHECK(exempted.basis == Basis::exempted);
+    CHECK(unpatched_check_in("nonce-0004", t0 + 4min).basis == Basis::exempted);
+
+    REQUIRE(revoke(*store, requested.id, kCiso, t0 + 5min));
+    auto const denied = unpatched_check_in("nonce-0005", t0 + 6min);
+    CHECK_FALSE(denied.allow);
+    CHECK(control(denied, "OS-01").covered_by.empty());
+}
+
 TEST_CASE("A transition of a subject that is not a device, or of a device never seen, evaluates nothing",
           "[exemption-store]")
 {

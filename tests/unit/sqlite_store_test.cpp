@@ -280,6 +280,30 @@ TEST_CASE("Enrolling a device that has checked in re-evaluates its decision at o
                                                            {"decision.changed", "2026-11-27T22:00:00Z"}});
 }
 
+TEST_CASE("The check-in after an enrollment change evaluates the new registry entry", "[store]")
+{
+    // Between two check-ins the store keeps the device's state in memory; a write by anything
+    // but a check-in must not leave the next check-in with the old registry view.
+    auto store = exemptd::open_sqlite_store(":memory:");
+    RecordingEvaluate evaluate;
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 1min, evaluate.fn(t0 + 1min)));
+    REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true, "kim@example.com", t0 + 2min), evaluate.fn(t0 + 2min)));
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0003", t0 + 3min, evaluate.fn(t0 + 3min)));
+    REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(false, "lee@example.com", t0 + 4min), evaluate.fn(t0 + 4min)));
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0004", t0 + 5min, evaluate.fn(t0 + 5min)));
+
+    std::vector<std::pair<bool, std::string>> seen;
+    for (auto const& facts : evaluate.seen) seen.emplace_back(facts.enrolled, facts.owner);
+    CHECK(seen == std::vector<std::pair<bool, std::string>>{{false, ""},  // relaxed, then durable:
+                                                            {false, ""},  // the first decision
+                                                            {false, ""},
+                                                            {true, "kim@example.com"},  // the enrollment
+                                                            {true, "kim@example.com"},
+                                                            {false, "lee@example.com"},
+                                                            {false, "lee@example.com"}});
+}
+
 TEST_CASE("The current decision is evaluated afresh from the stored facts without storing it", "[store]")
 {
     auto store = exemptd::open_sqlite_store(":memory:");
