@@ -1,12 +1,15 @@
 #include "exemptd/decision.hpp"
 
 #include "exemptd/json_reader.hpp"
+#include "json_writer.hpp"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 namespace exemptd {
 namespace {
+
+using json_writer::append_member;
 
 boost::json::object control_to_json(ControlResult const& c)
 {
@@ -41,45 +44,6 @@ Result<ControlResult> control_from_json(boost::json::value const& v)
     c.grace_until = time_or_none(o, "grace_until");
     if (c.id.empty()) return make_error_code(Errc::request_invalid);
     return c;
-}
-
-// Appends `s` as a JSON string, escaped as boost::json::serialize escapes it (bytes >= 0x80 as
-// they are).
-void append_string(std::string& out, std::string_view s)
-{
-    static constexpr char kHex[] = "0123456789abcdef";
-    out.push_back('"');
-    std::size_t copied = 0;  // bytes of `s` before this are in `out`; plain runs are copied whole
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        auto const c = static_cast<unsigned char>(s[i]);
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        out.append(s.data() + copied, i - copied);
-        copied = i + 1;
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            out += "\\u00";
-            out.push_back(kHex[c >> 4]);
-            out.push_back(kHex[c & 0xf]);
-        }
-    }
-    out.append(s.data() + copied, s.size() - copied);
-    out.push_back('"');
-}
-
-// Appends `,"key":` (without the comma for the first member) and the string value.
-void append_member(std::string& out, std::string_view key, std::string_view value)
-{
-    if (out.back() != '{') out.push_back(',');
-    append_string(out, key);
-    out.push_back(':');
-    append_string(out, value);
 }
 
 std::optional<Basis> basis_from_string(std::string_view s)
@@ -144,7 +108,8 @@ std::string encode_decision(Decision const& d)
     out.push_back(']');
     append_member(out, "policy_version", d.policy_version);
     append_member(out, "evaluated_at", format_rfc3339(d.evaluated_at));
-    out += ",\"next_checkin_seconds\":" + std::to_string(d.next_checkin_seconds) + "}";
+    append_member(out, "next_checkin_seconds", std::int64_t{d.next_checkin_seconds});
+    out.push_back('}');
     return out;
 }
 

@@ -2,6 +2,7 @@
 
 #include "exemptd/identity.hpp"
 #include "exemptd/json_reader.hpp"
+#include "json_writer.hpp"
 
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
@@ -93,7 +94,8 @@ std::string fact_to_string(FactValue const& value)
         auto const [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, *d);  // shortest: 30, 12.8
         return ec == std::errc{} ? std::string(buffer, end) : std::string("?");
     }
-    return boost::json::serialize(fact_to_json(value));
+    if (auto const* b = std::get_if<bool>(&value)) return *b ? "true" : "false";
+    return std::to_string(std::get<std::int64_t>(value));
 }
 
 namespace {
@@ -105,11 +107,25 @@ boost::json::object facts_object(Facts const& facts)
     return out;
 }
 
+void append_fact(std::string& out, FactValue const& value)
+{
+    if (auto const* s = std::get_if<std::string>(&value)) return json_writer::append_string(out, *s);
+    // boost::json's own text for a double (2.5E1): written shortest, it would read back as an integer.
+    if (auto const* d = std::get_if<double>(&value)) out += boost::json::serialize(boost::json::value(*d));
+    else out += fact_to_string(value);
+}
+
 }  // namespace
 
 std::string facts_to_json(Facts const& facts)
 {
-    return boost::json::serialize(facts_object(facts));
+    std::string out = "{";
+    for (auto const& [key, value] : facts) {
+        json_writer::append_key(out, key);
+        append_fact(out, value);
+    }
+    out.push_back('}');
+    return out;
 }
 
 Facts facts_from_json(std::string_view json)

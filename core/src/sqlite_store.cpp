@@ -5,6 +5,7 @@
 #include "exemptd/json_reader.hpp"
 #include "exemptd/recent_nonces.hpp"
 #include "exemptd/thread_signals.hpp"
+#include "json_writer.hpp"
 #include "sqlite.hpp"
 
 #include <boost/json/parse.hpp>
@@ -302,9 +303,10 @@ std::map<std::string, TimePoint> streaks_from_json(std::string const& text)
 
 std::string streaks_to_json(std::map<std::string, TimePoint> const& streaks)
 {
-    boost::json::object out;
-    for (auto const& [key, when] : streaks) out[key] = seconds_of(when);
-    return boost::json::serialize(out);
+    std::string out = "{";
+    for (auto const& [key, when] : streaks) json_writer::append_member(out, key, seconds_of(when));
+    out.push_back('}');
+    return out;
 }
 
 // Appends one record to the hash-chained audit trail inside the caller's transaction.
@@ -887,7 +889,7 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
     try {
         set_durable(escalate == nullptr);
         txn_nonces_.clear();
-        writer_.exec("BEGIN IMMEDIATE");
+        writer_.prepare("BEGIN IMMEDIATE").run();  // prepared once: exec would parse it every time
         stage = "job";
         for (auto* p : jobs) {
             auto const outcome = run_job(*p, escalate != nullptr);
@@ -899,7 +901,7 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
             ran.push_back(p);
         }
         stage = "commit";
-        writer_.exec("COMMIT");
+        writer_.prepare("COMMIT").run();
     } catch (sqlite::Failure const& f) {
         spdlog::error("event=write_failed stage={} code={} reason=\"{}\"", stage, f.code, f.message);
         note_failure(f.code);

@@ -2,9 +2,12 @@
 
 #include "exemptd/posture.hpp"
 
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 #include <catch2/catch.hpp>
 
 #include <string>
+#include <variant>
 
 using Catch::Matchers::Contains;
 using exemptd::FactValue;
@@ -233,6 +236,20 @@ TEST_CASE("Stored facts read back with the same kinds and values", "[posture]")
                                {"kernel", FactValue{std::string("6.1.0")}}};
     CHECK(exemptd::facts_from_json(exemptd::facts_to_json(facts)) == facts);
     CHECK(exemptd::facts_from_json(exemptd::facts_to_json({})).empty());
+    SECTION("written as boost::json writes the same object, escapes and number forms included") {
+        exemptd::Facts const odd{{"a\"quote", FactValue{std::string("line\nbreak\t\x01\\ caf\xc3\xa9")}},
+                                 {"negative", FactValue{std::int64_t{-42}}},
+                                 {"ratio", FactValue{0.1}},
+                                 {"whole", FactValue{30.0}},
+                                 {"off", FactValue{false}}};
+        boost::json::object expected;
+        for (auto const& [key, value] : odd) {
+            expected[key] = std::visit([](auto const& v) { return boost::json::value(v); }, value);
+        }
+        CHECK(exemptd::facts_to_json(odd) == boost::json::serialize(expected));
+        CHECK(exemptd::facts_from_json(exemptd::facts_to_json(odd)) == odd);
+        CHECK(exemptd::facts_to_json({}) == "{}");
+    }
     SECTION("unreadable storage gives no facts rather than an error") {
         CHECK(exemptd::facts_from_json("not json").empty());
         CHECK(exemptd::facts_from_json("[1, 2]").empty());
