@@ -268,6 +268,23 @@ net::awaitable<bool> wait_for_request(SessionStream& stream, std::chrono::second
     co_return !ec;
 }
 
+// Parses the part of the body that came with the headers (usually all of it) from `buffer`, as
+// http::async_read would before reading more, but without its trip through the io_context when
+// nothing is left to read. The error async_read would report; none when more bytes are needed.
+boost::system::error_code parse_buffered_body(http::request_parser<http::string_body>& parser,
+                                              beast::flat_buffer& buffer)
+{
+    boost::system::error_code ec;
+    parser.eager(true);
+    while (buffer.size() > 0 && !parser.is_done()) {
+        auto const used = parser.put(buffer.data(), ec);
+        buffer.consume(used);
+        if (ec == http::error::need_more) return {};
+        if (ec || used == 0) break;
+    }
+    return ec;
+}
+
 net::awaitable<void> drain_and_close(TcpStream& stream, std::size_t max_bytes)
 {
     boost::system::error_code ignored;
@@ -421,8 +438,12 @@ net::awaitable<void> Server::Impl::serve_requests(SessionStream& stream, Worker:
             http::response<http::empty_body> cont{http::status::continue_, header.version()};
             co_await http::async_write(stream, cont);
         }
-        lowest.expires_at(deadline);
-        auto [bec, bn] = co_await http::async_read(stream, buffer, parser);
+        auto bec = parse_buffered_body(parser, buffer);
+        if (!bec && !parser.is_done()) {
+            lowest.expires_at(deadline);
+            auto [ec, n] = co_await http::async_read(stream, buffer, parser);
+            bec = ec;
+        }
         HttpResponse answer;
         bool keep_alive = header.keep_alive() && !stopping;
         if (bec == http::error::body_limit) {
