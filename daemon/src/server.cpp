@@ -1,6 +1,7 @@
 #include "server.hpp"
 
 #include "connection_gate.hpp"
+#include "deadline_socket.hpp"
 #include "exemptd/identity.hpp"
 #include "exemptd/thread_signals.hpp"
 #include "metrics.hpp"
@@ -29,14 +30,19 @@ namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 
 using Token = net::as_tuple_t<net::use_awaitable_t<>>;
-using TcpStream = Token::as_default_on_t<beast::tcp_stream>;
+using TcpStream = Token::as_default_on_t<beast::tcp_stream>;  // the metrics listener's
+using ApiTcpSocket = Token::as_default_on_t<tcp::socket>;
+using ApiSocket = DeadlineSocket<ApiTcpSocket>;
 // Our own TLS stream, not beast::ssl_stream: Asio's holds 70 KB of buffers per connection for
 // its whole life (README, "Idle connections").
-using SessionStream = TlsStream<TcpStream>;
+using SessionStream = TlsStream<ApiSocket>;
 using Acceptor = Token::as_default_on_t<tcp::acceptor>;
 
 constexpr auto kShutdownTimeout = std::chrono::seconds{2};
 constexpr auto kDrainTimeout = std::chrono::seconds{2};
+// How often each worker closes the connections past their deadline (DeadlineSocket): timeouts
+// take effect up to this much late.
+constexpr auto kReapInterval = std::chrono::milliseconds{250};
 // How long the accept loop pauses after a failed accept (out of file descriptors): the
 // connection waits in the backlog rather than the loop spinning.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds{100};
@@ -145,7 +151,7 @@ private:
 // One io_context and the sessions living on it; touched only from its own thread.
 struct Worker {
     struct Slot {
-        TcpStream* stream;
+        ApiSocket* stream;
         bool idle;
     };
     net::io_context ioc{1};
@@ -184,6 +190,7 @@ struct Server::Impl {
     net::awaitable<void> wait_for_sessions();
     net::awaitable<void> handle_signals();
     net::awaitable<void> repeat(PeriodicTask const& task);
+    net::awaitable<void> reap_expired(Worker& worker);
     // A ticket for a connection just accepted, or nullopt after closing it because it is over a
     // connection cap (counted and, at most once a second, logged).
     std::optional<ConnectionGate::Ticket> admit_connection(tcp::socket& socket);
@@ -256,7 +263,7 @@ private:
 // After refusing a request whose body was not read, reads and discards what the client still
 // sends (bounded) so that closing the socket does not reset the connection before the client
 // has read the answer.
-net::awaitable<void> drain_and_close(TcpStream& stream, std::size_t max_bytes);
+net::awaitable<void> drain_and_close(ApiSocket& stream, std::size_t max_bytes);
 
 // Waits up to `timeout` for the first bytes of a next request, without a read buffer: an idle
 // connection holds no memory for it; false when the connection closed, failed or stayed idle too
@@ -285,7 +292,7 @@ boost::system::error_code parse_buffered_body(http::request_parser<http::string_
     return ec;
 }
 
-net::awaitable<void> drain_and_close(TcpStream& stream, std::size_t max_bytes)
+net::awaitable<void> drain_and_close(ApiSocket& stream, std::size_t max_bytes)
 {
     boost::system::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -352,7 +359,7 @@ net::awaitable<void> Server::Impl::run_session(Worker& worker, tcp::socket socke
                                                [[maybe_unused]] ConnectionGate::Ticket ticket)
 {
     auto const peer = peer_string(socket);
-    SessionStream stream{TcpStream{std::move(socket)}, *tls_ctx};
+    SessionStream stream{ApiSocket{ApiTcpSocket{std::move(socket)}}, *tls_ctx};
     auto& lowest = beast::get_lowest_layer(stream);
     Worker::Slot slot{&lowest, false};
     SessionGuard const guard{active_sessions, worker, slot};
@@ -598,6 +605,19 @@ void Server::Impl::begin_stop()
     }
 }
 
+// Closes this worker's connections that are past their deadline, every kReapInterval, until
+// the worker stops.
+net::awaitable<void> Server::Impl::reap_expired(Worker& worker)
+{
+    net::steady_timer timer{worker.ioc};
+    for (;;) {
+        timer.expires_after(kReapInterval);
+        if (auto [ec] = co_await timer.async_wait(Token{}); ec) co_return;
+        auto const now = std::chrono::steady_clock::now();
+        for (auto* slot : worker.sessions) slot->stream->close_if_expired(now);
+    }
+}
+
 net::awaitable<void> Server::Impl::wait_for_sessions()
 {
     net::steady_timer timer{workers[0]->ioc};
@@ -636,6 +656,8 @@ void Server::run()
     net::co_spawn(main_ioc, impl_->accept_metrics(), log_if_thrown("metrics acceptor"));
     net::co_spawn(main_ioc, impl_->handle_signals(), log_if_thrown("signals"));
     for (auto const& task : impl_->options.periodic) net::co_spawn(main_ioc, impl_->repeat(task), log_if_thrown("periodic"));
+    for (auto& worker : impl_->workers)
+        net::co_spawn(worker->ioc, impl_->reap_expired(*worker), log_if_thrown("deadlines"));
     std::vector<std::jthread> threads;
     for (std::size_t i = 1; i < impl_->workers.size(); ++i)
         threads.emplace_back([w = impl_->workers[i].get()] { w->ioc.run(); });

@@ -10,6 +10,7 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream_base.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
 
 #include <algorithm>
 #include <memory>
@@ -17,8 +18,9 @@
 
 namespace exemptd::daemon {
 
-// A TLS stream over `NextLayer` (a beast::tcp_stream: its timeouts apply to every operation
-// here, since all socket I/O goes through it) that keeps no buffer for a connection between
+// A TLS stream over `NextLayer` (a DeadlineSocket: its deadline applies to every operation here,
+// since all socket I/O goes through it, and an operation it ends fails with
+// beast::error::timeout, as over a beast::tcp_stream) that keeps no buffer for a connection between
 // operations: ciphertext is read into, and written from, buffers that live only while an
 // operation needs them (see TlsEngine). It models AsyncReadStream and AsyncWriteStream for
 // Beast's http::async_read/async_write, and beast::get_lowest_layer reaches `NextLayer` through
@@ -154,13 +156,13 @@ private:
                         waited = true;
                         BOOST_ASIO_CORO_YIELD boost::asio::async_write(s.next_, s.engine_.output(), std::move(self));
                         s.engine_.release_output();
-                        if (ec && !step.ec) step = {TlsEngine::Want::nothing, ec, 0};
+                        if (ec && !step.ec) step = {TlsEngine::Want::nothing, s.transport_error(ec), 0};
                     }
                     if (step.want != TlsEngine::Want::input) break;
                     waited = true;
                     BOOST_ASIO_CORO_YIELD s.next_.async_read_some(s.engine_.input_space(), std::move(self));
                     if (ec) {
-                        step = {TlsEngine::Want::nothing, s.engine_.map_eof(ec), 0};
+                        step = {TlsEngine::Want::nothing, s.engine_.map_eof(s.transport_error(ec)), 0};
                         break;
                     }
                     s.engine_.commit_input(n);
@@ -174,6 +176,16 @@ private:
             }
         }
     };
+
+    // A transport failure as reported: beast::error::timeout when the next layer closed the
+    // connection at its deadline.
+    boost::system::error_code transport_error(boost::system::error_code ec) const
+    {
+        if constexpr (requires { next_.timed_out(); }) {
+            if (next_.timed_out()) return boost::beast::error::timeout;
+        }
+        return ec;
+    }
 
     template <bool kBytes, class Call, class Token>
     auto start(Call call, Token&& token)
