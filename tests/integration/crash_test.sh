@@ -128,6 +128,7 @@ exemption_client() {
             answered "$i" 200 && echo "REV ${id%/revoke}" >>"$CLIENT_TMP/acks"
         done
     done
+    return 0  # not the loop's status: that of its last answer, which the last kill may have lost
 }
 
 # device_client — enrollments (a unique owner each) and check-ins (a fresh nonce each), in
@@ -162,6 +163,7 @@ device_client() {
             answered "$i" 200 && echo "CHK LAPTOP-0043 ${nonces[i - 1]}" >>"$CLIENT_TMP/acks"
         done
     done
+    return 0  # as in exemption_client
 }
 
 # sql QUERY — runs a read-only query on the crash database; one row a line, fields joined by |.
