@@ -12,8 +12,10 @@ namespace exemptd::daemon {
 // read and write as beast::tcp_stream does: at tens of thousands of requests a second those
 // timers cost an I/O thread several percent. A socket past its deadline is closed, so the
 // operation in progress fails at once and every later one fails too; timed_out() tells that the
-// deadline is why. Enforcement is as late as the sweep's period. Reads and writes go straight to
-// `Socket` (an Asio stream socket, with its default completion token).
+// deadline is why. Enforcement is as late as the sweep's period. Unlike beast::tcp_stream's, the
+// deadline runs between operations too: clear it (expires_never) while the connection waits for
+// something other than the peer. Reads and writes go straight to `Socket` (an Asio stream
+// socket, with its default completion token).
 template <class Socket>
 class DeadlineSocket {
 public:
@@ -29,6 +31,7 @@ public:
 
     void expires_at(Clock::time_point deadline) noexcept { deadline_ = deadline; }
     void expires_after(Clock::duration timeout) noexcept { deadline_ = Clock::now() + timeout; }
+    void expires_never() noexcept { deadline_ = Clock::time_point::max(); }
 
     // Closes the socket if its deadline is before `now`; true when it did.
     bool close_if_expired(Clock::time_point now) noexcept

@@ -451,6 +451,8 @@ net::awaitable<void> Server::Impl::serve_requests(SessionStream& stream, Worker:
             auto [ec, n] = co_await http::async_read(stream, buffer, parser);
             bec = ec;
         }
+        // The handler's time (a store commit, a large import) is no part of the request's deadline.
+        lowest.expires_never();
         HttpResponse answer;
         bool keep_alive = header.keep_alive() && !stopping;
         if (bec == http::error::body_limit) {
