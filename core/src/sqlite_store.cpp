@@ -522,8 +522,8 @@ std::optional<EncodedDecision> refresh_decision(Connection& db, std::string cons
     }
     if (cache != nullptr && report != nullptr) {
         cache->put(device_id, EvaluationState{stored.enrolled, std::move(stored.owner), std::move(streaks),
-                                          std::string(decision_word(decision)), std::move(key),
-                                          stored.has_active_exemptions});
+                                              std::string(decision_word(decision)), std::move(key),
+                                              stored.has_active_exemptions});
     }
     return EncodedDecision{std::move(decision), std::move(decision_json)};
 }
@@ -732,7 +732,7 @@ private:
     std::int64_t nonce_log_prune_to_ = 0;
     bool nonce_log_pruned_ = true;
     bool audit_appended_ = false;          // commit thread only: set by on_row_change
-    EvaluationStateCache evaluation_states_;       // commit thread only
+    EvaluationStateCache evaluation_states_;  // commit thread only
 
     mutable std::mutex readers_mutex_;
     mutable std::vector<std::unique_ptr<Connection>> idle_readers_;
@@ -850,7 +850,7 @@ bool SqliteStore::write(std::function<bool(Connection&)> job, bool relaxed)
 {
     std::promise<bool> committed;
     auto result = committed.get_future();
-    // Any write but a check-in may change what the device states hold.
+    // Any write but a check-in may change what the evaluation states hold.
     auto forgetting = [this, job = std::move(job)](Connection& db) {
         evaluation_states_.clear();
         return job(db);
