@@ -159,7 +159,7 @@ case_exemptctl_splits_a_file_into_requests() {
 
 case_a_long_import_is_answered_past_the_request_timeout() {
     # The request timeout bounds reading a request, not handling it: the rows take longer to
-    # commit than this daemon's 1-second request timeout (500,000 about 1.7 s here; under the
+    # commit than this daemon's 1-second request timeout (500,000 about 1.4 s here; under the
     # sanitizers, about four times slower, 300,000 stay well within curl's 10 s).
     local rows=500000
     [[ "${EXEMPTD_SANITIZERS:-0}" != 1 ]] || rows=300000
