@@ -434,6 +434,14 @@ case_flood_above_max_connections_per_address() {
     sleep 0.3
 }
 
+case_idle_connections_are_closed_at_the_idle_deadline() {
+    # TLS established, then no request: the idle timeout (2 s on this daemon) ends them.
+    "$HOLD_BIN" "$PORT" 3 5 "$PKI_DIR/server-ca.crt" "$PKI_DIR/helpdesk.crt" "$PKI_DIR/helpdesk.key" \
+        >"$TEST_TMP/idle-deadline.out"
+    assert_contains "$(cat "$TEST_TMP/idle-deadline.out")" "opened=3 failed=0" "TLS connections"
+    assert_contains "$(cat "$TEST_TMP/idle-deadline.out")" "open=0 closed=3" "idle connections after 5 s"
+}
+
 # ---------------------------------------------------------------------------------------------
 # The per-device check-in rate.
 
@@ -517,9 +525,12 @@ start_daemon "$SMALL_DIR"
 run_case "a connection flood above max_connections is closed at once and served after" case_flood_above_max_connections
 run_case "a device checking in too often gets 429 rate_limited with Retry-After" case_check_in_rate_per_device
 stop_daemon || CASES_FAILED+=("the small daemon stops cleanly")
-sed -i 's/max_connections: 50,/max_connections: 50, max_connections_per_address: 5,/' "$SMALL_DIR/exemptd.yaml"
+sed -i 's/max_connections: 50,/max_connections: 50, max_connections_per_address: 5, idle_timeout_seconds: 2,/' \
+    "$SMALL_DIR/exemptd.yaml"
 start_daemon "$SMALL_DIR"
 run_case "connections above max_connections_per_address are closed at once" case_flood_above_max_connections_per_address
+run_case "TLS connections that send no request are closed at the idle deadline" \
+    case_idle_connections_are_closed_at_the_idle_deadline
 stop_daemon || CASES_FAILED+=("the small daemon stops cleanly")
 
 # A daemon limited to 64 file descriptors (soft and hard, so it cannot raise them), through a
