@@ -33,13 +33,12 @@ public:
     void expires_after(Clock::duration timeout) noexcept { deadline_ = Clock::now() + timeout; }
     void expires_never() noexcept { deadline_ = Clock::time_point::max(); }
 
-    // Closes the socket if its deadline is before `now`; true when it did.
-    bool close_if_expired(Clock::time_point now) noexcept
+    // Closes the socket if its deadline is before `now`.
+    void close_if_expired(Clock::time_point now) noexcept
     {
-        if (timed_out_ || now < deadline_) return false;
+        if (timed_out_ || now < deadline_) return;
         timed_out_ = true;
         close();
-        return true;
     }
     [[nodiscard]] bool timed_out() const noexcept { return timed_out_; }
 
