@@ -144,16 +144,15 @@ TlsEngine::Step TlsEngine::perform(Call call)
     ERR_clear_error();
     int const result = call();
     int const error = SSL_get_error(ssl_, result);
-    auto const code = static_cast<int>(ERR_get_error());
     Step step;
     switch (error) {
     case SSL_ERROR_NONE: step.bytes = result > 0 ? static_cast<std::size_t>(result) : 0; break;
     case SSL_ERROR_WANT_READ: step.want = Want::input; break;
     case SSL_ERROR_ZERO_RETURN: step.ec = net::error::eof; break;
-    case SSL_ERROR_SSL: step.ec = {code, net::error::get_ssl_category()}; break;
+    case SSL_ERROR_SSL: step.ec = {static_cast<int>(ERR_get_error()), net::error::get_ssl_category()}; break;
     case SSL_ERROR_SYSCALL:
-        if (code == 0) step.ec = net::ssl::error::unspecified_system_error;
-        else step.ec = {code, net::error::get_ssl_category()};
+        if (auto const code = static_cast<int>(ERR_get_error()); code != 0) step.ec = {code, net::error::get_ssl_category()};
+        else step.ec = net::ssl::error::unspecified_system_error;
         break;
     default: step.ec = net::ssl::error::unexpected_result; break;  // WANT_WRITE cannot happen: writes never block
     }
@@ -196,7 +195,7 @@ net::mutable_buffer TlsEngine::input_space()
 {
     small_begin_ = small_end_ = 0;
     in_begin_ = in_end_ = 0;
-    if (wanted_ <= small_.size()) return net::buffer(small_.data(), wanted_);
+    if (wanted_ <= small_.size()) return net::buffer(small_.data(), small_.size());
     std::size_t const size = std::max(wanted_, kReadChunk);
     if (in_capacity_ < size) {
         release_input();  // before the new one: no two at once

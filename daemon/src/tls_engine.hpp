@@ -56,11 +56,12 @@ public:
     // True when ciphertext received from the peer, or plaintext decrypted from it, waits to be
     // read: a socket read must then not be started.
     [[nodiscard]] bool has_input() const noexcept;
-    // Where the next socket read goes, sized for what OpenSSL asked for last (a 5-byte record
-    // header lands in a small array of the engine's own, so a connection waiting for its next
-    // record allocates nothing). Only valid when has_input() is false.
+    // Where the next socket read goes, sized for what OpenSSL asked for last. Up to
+    // kInlineInput bytes land in an array of the engine's own: a connection waiting for its next
+    // record allocates nothing, and one read takes a small record (a check-in request) whole,
+    // header and all. Only valid when has_input() is false.
     [[nodiscard]] boost::asio::mutable_buffer input_space();
-    // Makes the next input_space() the small array, for a wait for the peer's next record.
+    // Makes the next input_space() the engine's own array, for a wait for the peer's next record.
     void expect_record_header() noexcept { wanted_ = small_.size(); }
     // The first `n` bytes of input_space() were received.
     void commit_input(std::size_t n) noexcept;
@@ -88,7 +89,10 @@ private:
     void release_input() noexcept;
 
     SSL* ssl_ = nullptr;
-    std::array<unsigned char, 5> small_{};  // one TLS record header
+    // A check-in request (about 480 bytes of ciphertext) fits with room to spare; a larger record
+    // takes a second read into a buffer of its size.
+    static constexpr std::size_t kInlineInput = 1024;
+    std::array<unsigned char, kInlineInput> small_{};
     std::size_t small_begin_ = 0;
     std::size_t small_end_ = 0;
     std::unique_ptr<unsigned char[]> in_;

@@ -80,9 +80,9 @@ public:
         return start<true>(WriteCall<ConstBuffers>{buffers}, std::forward<Token>(token));
     }
 
-    // Waits until the peer has sent something (the start of its next record), holding only a
-    // 5-byte array meanwhile, so that a keep-alive connection waits for its next request without
-    // a read buffer. Completes at once when input is already pending; with void(error_code).
+    // Waits until the peer has sent something (the start of its next record), reading into the
+    // engine's own array, so that a keep-alive connection waits for its next request without a
+    // read buffer. Completes at once when input is already pending; with void(error_code).
     template <class Token = DefaultToken>
     auto async_wait_input(Token&& token = DefaultToken{})
     {
