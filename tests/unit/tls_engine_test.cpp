@@ -120,3 +120,43 @@ TEST_CASE("A TLS engine pair handshakes and carries data, holding no buffer betw
         CHECK(server.map_eof(net::error::eof) == net::error::eof);
     }
 }
+
+TEST_CASE("A small record is read whole in one socket read while waiting for the next record", "[tls]")
+{
+    auto const server_ctx = server_context();
+    Ctx const client_ctx{SSL_CTX_new(TLS_client_method())};
+    TlsEngine server{server_ctx.get()};
+    TlsEngine client{client_ctx.get()};
+    server.start_handshake(true);
+    client.start_handshake(false);
+    auto const handshake = [](TlsEngine& e) { return e.handshake(); };
+    REQUIRE(run_both(server, client, handshake, handshake));
+    auto const size = GENERATE(600, 5000);
+    std::string const request(static_cast<std::size_t>(size), 'r');
+    REQUIRE_FALSE(client.write(net::buffer(request)).ec);
+    auto const out = client.output();
+    std::string wire(static_cast<char const*>(out.data()), out.size());
+    client.release_output();
+
+    server.expect_record_header();
+    auto const space = server.input_space();
+    std::size_t const n = std::min(space.size(), wire.size());
+    std::memcpy(space.data(), wire.data(), n);
+    wire.erase(0, n);
+    server.commit_input(n);
+    std::string received(request.size(), '\0');
+    auto got = server.read(net::buffer(received));
+    if (size == 600) {
+        CHECK(wire.empty());
+        CHECK(got.want == TlsEngine::Want::nothing);
+    } else {
+        CHECK(got.want == TlsEngine::Want::input);  // the rest of the record takes a read of its own
+        auto const rest = server.input_space();
+        REQUIRE(rest.size() >= wire.size());
+        std::memcpy(rest.data(), wire.data(), wire.size());
+        server.commit_input(wire.size());
+        got = server.read(net::buffer(received));
+    }
+    REQUIRE_FALSE(got.ec);
+    CHECK(received.substr(0, got.bytes) == request);
+}
