@@ -386,15 +386,22 @@ std::vector<Exemption> active_exemptions(Connection& db, std::string const& subj
 
 std::optional<AgreementRecord> find_agreement(Connection& db, std::string const& id);
 
-// What evaluating a device needs from its row besides the facts, and whether any active
-// exemption names it.
+// The active exemptions that name a device, and the agreements they name.
+struct ActiveExemptions {
+    std::vector<Exemption> exemptions;
+    std::map<std::string, AgreementRecord> agreements;
+};
+
+// What evaluating a device needs besides the facts: from its row, and its active exemptions.
 struct EvaluationState {
     bool enrolled = false;
     std::string owner;
     std::map<std::string, TimePoint> failing_since;
     std::optional<std::string> stored_word;  // "allow" or "deny"; nullopt before the first decision
     std::string stored_key;
-    bool has_active_exemptions = true;       // false: no active exemption names the device
+    // Shared with the cache, which keeps it unchanged: only an exemption's or an agreement's
+    // write changes it, and that empties the cache. Null: not read yet.
+    std::shared_ptr<ActiveExemptions const> active;
 };
 
 // Commit thread only: each device's state as its last check-in left it, so that the next check-in
@@ -433,13 +440,23 @@ private:
     std::optional<std::string> put_in_job_;  // the device whose state the running job put
 };
 
-// What evaluating a device needs: its facts (with the registry view and the failure streaks),
-// its active exemptions and the agreements they name, and the stored decision's word and key.
+// What evaluating a device needs: its facts (with the registry view, the failure streaks and the
+// agreements its exemptions name), its active exemptions, and the stored decision's word and key.
 struct EvaluationInput {
     DeviceFacts facts;
-    std::vector<Exemption> active;
-    EvaluationState stored;  // its failing_since is moved into facts
+    EvaluationState stored;  // its failing_since is moved into facts; `active` is never null
+    std::vector<Exemption> const& active() const { return stored.active->exemptions; }
 };
+
+ActiveExemptions read_active_exemptions(Connection& db, std::string const& device_id)
+{
+    ActiveExemptions out{active_exemptions(db, "device:" + device_id), {}};
+    for (auto const& e : out.exemptions) {
+        if (e.agreement_id.empty() || out.agreements.contains(e.agreement_id)) continue;
+        if (auto a = find_agreement(db, e.agreement_id)) out.agreements.emplace(e.agreement_id, std::move(*a));
+    }
+    return out;
+}
 
 // nullopt when the device is unknown or, unless `fresh_facts` are given, has never checked in
 // (no facts to evaluate). With `known` (only beside fresh facts), the row is not read.
@@ -471,14 +488,8 @@ std::optional<EvaluationInput> evaluation_input(Connection& db, std::string cons
     in.facts.enrolled = in.stored.enrolled;
     in.facts.owner = in.stored.owner;
     in.facts.failing_since = std::move(in.stored.failing_since);
-    if (in.stored.has_active_exemptions) {
-        in.active = active_exemptions(db, "device:" + device_id);
-        in.stored.has_active_exemptions = !in.active.empty();
-    }
-    for (auto const& e : in.active) {
-        if (e.agreement_id.empty() || in.facts.agreements.contains(e.agreement_id)) continue;
-        if (auto a = find_agreement(db, e.agreement_id)) in.facts.agreements.emplace(e.agreement_id, std::move(*a));
-    }
+    if (!in.stored.active) in.stored.active = std::make_shared<ActiveExemptions const>(read_active_exemptions(db, device_id));
+    in.facts.agreements = in.stored.active->agreements;
     return in;
 }
 
@@ -494,7 +505,7 @@ std::optional<EncodedDecision> refresh_decision(Connection& db, std::string cons
     EvaluationState const* known = cache != nullptr && report != nullptr ? cache->find(device_id) : nullptr;
     auto in = evaluation_input(db, device_id, report ? &report->facts : nullptr, known);
     if (!in) return std::nullopt;
-    Decision decision = evaluate(in->facts, in->active);
+    Decision decision = evaluate(in->facts, in->active());
     auto decision_json = encode_decision(decision);
     auto key = decision_key(decision);
     auto streaks = failure_streaks(decision);
@@ -523,7 +534,7 @@ std::optional<EncodedDecision> refresh_decision(Connection& db, std::string cons
     if (cache != nullptr && report != nullptr) {
         cache->put(device_id, EvaluationState{stored.enrolled, std::move(stored.owner), std::move(streaks),
                                               std::string(decision_word(decision)), std::move(key),
-                                              stored.has_active_exemptions});
+                                              std::move(stored.active)});
     }
     return EncodedDecision{std::move(decision), std::move(decision_json)};
 }
@@ -1197,7 +1208,7 @@ Result<std::optional<Decision>> SqliteStore::current_decision(std::string const&
                                                               Evaluate const& evaluate) const
 {
     auto found = read([&](Connection& db) -> std::optional<std::optional<Decision>> {
-        if (auto in = evaluation_input(db, device_id)) return std::optional<Decision>{evaluate(in->facts, in->active)};
+        if (auto in = evaluation_input(db, device_id)) return std::optional<Decision>{evaluate(in->facts, in->active())};
         if (find_device(db, device_id)) return std::optional<Decision>{};
         return std::nullopt;
     });

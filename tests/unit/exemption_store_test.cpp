@@ -439,6 +439,27 @@ TEST_CASE("The check-in after an exemption is approved or revoked sees it", "[ex
     CHECK(control(denied, "OS-01").covered_by.empty());
 }
 
+TEST_CASE("A check-in past an exemption's expiry is not covered by it, before any sweep", "[exemption-store]")
+{
+    // The store keeps a device's active exemptions from one check-in to the next; the sweep
+    // that marks this one expired has not run, so only its expiry keeps it from covering.
+    auto store = exemptd::open_sqlite_store(":memory:");
+    enroll_and_check_in_unpatched(*store);
+    auto const requested = created(*store, draft("device:LAPTOP-0042", {"OS-01"}, t0 + 1h));
+    REQUIRE(approve(*store, requested.id, kManager, t0 + 1min));
+    auto const unpatched_check_in = [&](std::string const& nonce, TimePoint at) {
+        auto report = PostureJson{"LAPTOP-0042", at}.nonce(nonce).fact("os_patch_age_days", 45).report();
+        auto decision = store->check_in(report, covering_evaluate(at), at, kNonceTtl);
+        REQUIRE(decision);
+        return *decision;
+    };
+    CHECK(unpatched_check_in("nonce-0002", t0 + 59min).basis == Basis::exempted);
+    auto const expired = unpatched_check_in("nonce-0003", t0 + 1h);
+    CHECK_FALSE(expired.allow);
+    CHECK(control(expired, "OS-01").covered_by.empty());
+    CHECK(store->get_exemption(requested.id)->state == exemptd::ExemptionState::active);
+}
+
 TEST_CASE("A transition of a subject that is not a device, or of a device never seen, evaluates nothing",
           "[exemption-store]")
 {
