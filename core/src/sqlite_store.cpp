@@ -493,21 +493,38 @@ std::optional<EvaluationInput> evaluation_input(Connection& db, std::string cons
     return in;
 }
 
-// Re-evaluates a device, stores the decision and records a change in the decision history and
-// the audit trail. With a `report` (a check-in), evaluates its facts and stores them and its
-// identity fields in the same UPDATE, reading the rest from `cache` when it has the device and
-// putting the new state there; without, nullopt when the device never checked in.
-std::optional<EncodedDecision> refresh_decision(Connection& db, std::string const& device_id,
-                                                Evaluate const& evaluate, TimePoint now,
-                                                PostureReport const* report = nullptr,
-                                                EvaluationStateCache* cache = nullptr)
+// A device's decision as evaluated, before it is stored.
+struct Evaluated {
+    EvaluationInput in;
+    Decision decision;
+    std::string key;
+    // The decision differs from the stored one (or there was none): storing it appends to the
+    // decision history and the audit trail.
+    bool changed() const { return !in.stored.stored_word || in.stored.stored_key != key; }
+};
+
+// Re-evaluates a device, writing nothing. With a `report` (a check-in), evaluates its facts,
+// reading the rest from `cache` when it has the device; without, nullopt when the device never
+// checked in. nullopt when the device is unknown.
+std::optional<Evaluated> evaluate_device(Connection& db, std::string const& device_id, Evaluate const& evaluate,
+                                         PostureReport const* report, EvaluationStateCache const* cache)
 {
     EvaluationState const* known = cache != nullptr && report != nullptr ? cache->find(device_id) : nullptr;
     auto in = evaluation_input(db, device_id, report ? &report->facts : nullptr, known);
     if (!in) return std::nullopt;
     Decision decision = evaluate(in->facts, in->active());
-    auto decision_json = encode_decision(decision);
     auto key = decision_key(decision);
+    return Evaluated{std::move(*in), std::move(decision), std::move(key)};
+}
+
+// Stores an evaluated decision and records a change in the decision history and the audit
+// trail. With a `report`, stores its facts and identity fields in the same UPDATE and puts the
+// device's new state in `cache`.
+EncodedDecision store_decision(Connection& db, std::string const& device_id, Evaluated evaluated, TimePoint now,
+                               PostureReport const* report = nullptr, EvaluationStateCache* cache = nullptr)
+{
+    auto& decision = evaluated.decision;
+    auto decision_json = encode_decision(decision);
     auto streaks = failure_streaks(decision);
     auto& update = report ? db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
                                        "failing_since = ?5, decision_key = ?6, hostname = ?7, serial = ?8, "
@@ -516,14 +533,14 @@ std::optional<EncodedDecision> refresh_decision(Connection& db, std::string cons
                           : db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
                                        "failing_since = ?5, decision_key = ?6 WHERE device_id = ?1");
     update.bind(1, device_id).bind(2, decision_word(decision)).bind(3, to_string(decision.basis)).bind(4, decision_json)
-        .bind(5, streaks_to_json(streaks)).bind(6, key);
+        .bind(5, streaks_to_json(streaks)).bind(6, evaluated.key);
     if (report) {
         update.bind(7, report->hostname).bind(8, report->serial).bind(9, report->os_name)
             .bind(10, report->os_version).bind(11, seconds_of(now)).bind(12, facts_to_json(report->facts));
     }
     update.run();
-    auto& stored = in->stored;
-    if (!stored.stored_word || stored.stored_key != key) {
+    auto& stored = evaluated.in.stored;
+    if (evaluated.changed()) {
         db.prepare("INSERT INTO decision_history (device_id, at, decision_json) VALUES (?1, ?2, ?3)")
             .bind(1, device_id).bind(2, seconds_of(now)).bind(3, decision_json).run();
         boost::json::object const details{{"decision", decision_word(decision)},
@@ -533,10 +550,17 @@ std::optional<EncodedDecision> refresh_decision(Connection& db, std::string cons
     }
     if (cache != nullptr && report != nullptr) {
         cache->put(device_id, EvaluationState{stored.enrolled, std::move(stored.owner), std::move(streaks),
-                                              std::string(decision_word(decision)), std::move(key),
+                                              std::string(decision_word(decision)), std::move(evaluated.key),
                                               std::move(stored.active)});
     }
     return EncodedDecision{std::move(decision), std::move(decision_json)};
+}
+
+// Re-evaluates a device that has checked in and stores its decision; nothing when it never did.
+void refresh_decision(Connection& db, std::string const& device_id, Evaluate const& evaluate, TimePoint now)
+{
+    if (auto evaluated = evaluate_device(db, device_id, evaluate, nullptr, nullptr))
+        store_decision(db, device_id, std::move(*evaluated), now);
 }
 
 // Re-evaluates the device an exemption is about, if it is one.
@@ -618,11 +642,20 @@ ApiError storage_error(std::string const& what)
 }
 
 // A write waiting for the next group commit.
+// How a job ended: kept, rolled back, or left for the durable transaction (a relaxed job that
+// appends to the audit trail).
+enum class JobOutcome { kept, rolled_back, escalated };
+
 struct PendingWrite {
-    std::function<bool(Connection&)> job;   // returns false to roll back its own changes
-    bool relaxed = false;                    // may be acknowledged before it is synced to disk
+    std::function<JobOutcome(Connection&)> job;
+    bool relaxed = false;                      // may be acknowledged before it is synced to disk
     std::function<void(bool committed)> done;  // called on the commit thread afterwards
     bool committed = false;
+    // The job writes nothing unless it keeps its changes, and in a relaxed transaction it stops
+    // before anything it would audit (escalated). It then needs no savepoint of its own (a
+    // check-in: savepoints were an eighth of the store's time), and a failure part-way through it
+    // loses the whole transaction.
+    bool self_contained = false;
 };
 
 class SqliteStore final : public Store {
@@ -707,10 +740,9 @@ private:
     void enqueue(std::unique_ptr<PendingWrite> pending);
     void commit_loop();
     void commit_batch(std::vector<std::unique_ptr<PendingWrite>> const& batch);
-    enum class JobOutcome { kept, rolled_back, escalated };
-    JobOutcome run_job(PendingWrite& pending, bool escalate_audited);
-    ApiResult<EncodedDecision> record_checkin(Connection& db, PostureReport const& report, Evaluate const& evaluate,
-                                              TimePoint now, std::chrono::seconds nonce_ttl);
+    JobOutcome run_job(PendingWrite& pending);
+    std::optional<ApiResult<EncodedDecision>> record_checkin(Connection& db, PostureReport const& report, Evaluate const& evaluate,
+                                                              TimePoint now, std::chrono::seconds nonce_ttl);
     void prune_nonce_log(Connection& db, std::int64_t before);
     void load_nonce_log();
     void run_transaction(std::vector<PendingWrite*> const& jobs, std::vector<PendingWrite*>* escalate);
@@ -743,6 +775,7 @@ private:
     std::int64_t nonce_log_prune_to_ = 0;
     bool nonce_log_pruned_ = true;
     bool audit_appended_ = false;          // commit thread only: set by on_row_change
+    bool relaxed_transaction_ = false;     // commit thread only: the running transaction is relaxed
     EvaluationStateCache evaluation_states_;  // commit thread only
 
     mutable std::mutex readers_mutex_;
@@ -864,10 +897,10 @@ bool SqliteStore::write(std::function<bool(Connection&)> job, bool relaxed)
     // Any write but a check-in may change what the evaluation states hold.
     auto forgetting = [this, job = std::move(job)](Connection& db) {
         evaluation_states_.clear();
-        return job(db);
+        return job(db) ? JobOutcome::kept : JobOutcome::rolled_back;
     };
     enqueue(std::make_unique<PendingWrite>(PendingWrite{
-        std::move(forgetting), relaxed, [&committed](bool ok) { committed.set_value(ok); }, false}));
+        std::move(forgetting), relaxed, [&committed](bool ok) { committed.set_value(ok); }, false, false}));
     return result.get();
 }
 
@@ -899,11 +932,12 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
     char const* stage = "begin";
     try {
         set_durable(escalate == nullptr);
+        relaxed_transaction_ = escalate != nullptr;
         txn_nonces_.clear();
         writer_.prepare("BEGIN IMMEDIATE").run();  // prepared once: exec would parse it every time
         stage = "job";
         for (auto* p : jobs) {
-            auto const outcome = run_job(*p, escalate != nullptr);
+            auto const outcome = run_job(*p);
             if (outcome == JobOutcome::escalated) {
                 escalate->push_back(p);
                 continue;
@@ -927,39 +961,48 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
     commit_latency_.observe(std::chrono::steady_clock::now() - started);
 }
 
-// Runs one job inside its own savepoint of the transaction. Throws Failure when the transaction
-// as a whole is lost.
-SqliteStore::JobOutcome SqliteStore::run_job(PendingWrite& pending, bool escalate_audited)
+// Runs one job inside its own savepoint of the transaction, unless it is self-contained. Throws
+// Failure when the transaction as a whole is lost.
+JobOutcome SqliteStore::run_job(PendingWrite& pending)
 {
-    writer_.prepare("SAVEPOINT job").run();
+    bool const savepoint = !pending.self_contained;
+    if (savepoint) writer_.prepare("SAVEPOINT job").run();
     audit_appended_ = false;
     evaluation_states_.begin_job();
     std::size_t const nonces_before = txn_nonces_.size();
-    bool keep = false;
+    auto outcome = JobOutcome::rolled_back;
+    bool failed = false;
     try {
-        keep = pending.job(writer_);
+        outcome = pending.job(writer_);
     } catch (sqlite::Failure const& f) {
         spdlog::error("event=write_failed stage=job code={} reason=\"{}\"", f.code, f.message);
         note_failure(f.code);
+        failed = true;
     } catch (std::exception const& e) {
         // A bug in a job must not leave the transaction open or the queue without a leader.
         spdlog::error("event=write_failed stage=job reason=\"{}\"", e.what());
+        failed = true;
     }
     writer_.reset_all();
     // SQLITE_FULL, SQLITE_IOERR and SQLITE_NOMEM may roll back the whole transaction, taking the
     // jobs before this one with it; a later savepoint would then start a fresh transaction.
     if (sqlite3_get_autocommit(writer_.handle()) != 0)
         throw sqlite::Failure{SQLITE_ABORT_ROLLBACK, "SQLite rolled back the whole transaction"};
-    bool const escalated = keep && escalate_audited && audit_appended_;
-    if (!keep || escalated) {
-        writer_.prepare("ROLLBACK TO job").run();
+    if (failed) outcome = JobOutcome::rolled_back;
+    if (relaxed_transaction_ && outcome == JobOutcome::kept && audit_appended_) {
+        // Nothing audited may be acknowledged before it is synced.
+        if (!savepoint) throw sqlite::Failure{SQLITE_ABORT, "a self-contained job appended to the audit trail"};
+        outcome = JobOutcome::escalated;
+    }
+    if (outcome != JobOutcome::kept) {
+        if (savepoint) writer_.prepare("ROLLBACK TO job").run();
+        else if (failed) throw sqlite::Failure{SQLITE_ABORT, "a self-contained job failed part-way"};
         for (auto i = nonces_before; i < txn_nonces_.size(); ++i) nonces_.forget(txn_nonces_[i]);
         txn_nonces_.resize(nonces_before);
         evaluation_states_.roll_back_job();
     }
-    writer_.prepare("RELEASE job").run();
-    if (escalated) return JobOutcome::escalated;
-    return keep ? JobOutcome::kept : JobOutcome::rolled_back;
+    if (savepoint) writer_.prepare("RELEASE job").run();
+    return outcome;
 }
 
 void SqliteStore::set_durable(bool durable)
@@ -1368,10 +1411,12 @@ Result<std::vector<DeviceRecord>> SqliteStore::list_devices(DeviceQuery const& q
 
 // Records one check-in inside the commit transaction: refuses a nonce seen within the TTL
 // (an older one is taken afresh), stores the report's identity fields and facts and re-evaluates
-// the decision from the fresh facts. Nothing is written when it refuses (the caller rolls back).
-ApiResult<EncodedDecision> SqliteStore::record_checkin(Connection& db, PostureReport const& report,
-                                                       Evaluate const& evaluate, TimePoint now,
-                                                       std::chrono::seconds nonce_ttl)
+// the decision from the fresh facts. Writes nothing when it refuses, nor when it returns nullopt:
+// a first check-in or a changed decision is audited, so in a relaxed transaction it stops before
+// writing and runs again in the durable one.
+std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection& db, PostureReport const& report,
+                                                                      Evaluate const& evaluate, TimePoint now,
+                                                                      std::chrono::seconds nonce_ttl)
 {
     auto const since = seconds_of(now - nonce_ttl);
     if (auto const expired = nonces_.expire(since); expired > nonce_log_prune_to_) {
@@ -1382,15 +1427,19 @@ ApiResult<EncodedDecision> SqliteStore::record_checkin(Connection& db, PostureRe
     if (nonces_.contains(key, since))
         return api_error(409, "replay", "This report's nonce was already used by this device; send a fresh one.");
     auto const& id = report.device_id;
+    auto evaluated = evaluate_device(db, id, evaluate, &report, &evaluation_states_);
+    if ((!evaluated || evaluated->changed()) && relaxed_transaction_) return std::nullopt;
+    if (!evaluated) {
+        // A device's first check-in (nothing enrolled it) adds it to the registry.
+        db.prepare("INSERT INTO devices (device_id) VALUES (?1)").bind(1, id).run();
+        evaluated = evaluate_device(db, id, evaluate, &report, &evaluation_states_);
+    }
     db.prepare("INSERT INTO checkin_nonce_log (device_id, nonce, seen_at) VALUES (?1, ?2, ?3)")
         .bind(1, id).bind(2, report.nonce).bind(3, seconds_of(now)).run();
     nonces_.add(key, seconds_of(now), sqlite3_last_insert_rowid(db.handle()));
     txn_nonces_.push_back(key);
     if (!nonce_log_pruned_) prune_nonce_log(db, nonce_log_prune_to_);
-    if (auto known = refresh_decision(db, id, evaluate, now, &report, &evaluation_states_)) return std::move(*known);
-    // A device's first check-in (nothing enrolled it) adds it to the registry.
-    db.prepare("INSERT INTO devices (device_id) VALUES (?1)").bind(1, id).run();
-    return *refresh_decision(db, id, evaluate, now, &report, &evaluation_states_);
+    return store_decision(db, id, std::move(*evaluated), now, &report, &evaluation_states_);
 }
 
 // Deletes a few of the log's rows numbered up to `last`, oldest first: a check-in adds one row
@@ -1419,14 +1468,16 @@ void SqliteStore::check_in_async(PostureReport report, Evaluate evaluate, TimePo
     auto outcome = std::make_shared<std::optional<ApiResult<EncodedDecision>>>();
     auto job = [this, report = std::move(report), evaluate = std::move(evaluate), now, nonce_ttl, outcome](Connection& db) {
         *outcome = record_checkin(db, report, evaluate, now, nonce_ttl);
-        return !(*outcome)->has_error();
+        if (!*outcome) return JobOutcome::escalated;
+        return (*outcome)->has_error() ? JobOutcome::rolled_back : JobOutcome::kept;
     };
     auto answer = [outcome, done = std::move(done)](bool committed) {
         if (*outcome && (*outcome)->has_error()) return done(std::move(**outcome));
         if (!committed || !*outcome) return done(storage_error("the check-in was not saved"));
         done(std::move(**outcome));
     };
-    enqueue(std::make_unique<PendingWrite>(PendingWrite{std::move(job), /*relaxed=*/true, std::move(answer), false}));
+    enqueue(std::make_unique<PendingWrite>(
+        PendingWrite{std::move(job), /*relaxed=*/true, std::move(answer), false, /*self_contained=*/true}));
 }
 
 }  // namespace

@@ -295,8 +295,7 @@ TEST_CASE("The check-in after an enrollment change evaluates the new registry en
 
     std::vector<std::pair<bool, std::string>> seen;
     for (auto const& facts : evaluate.seen) seen.emplace_back(facts.enrolled, facts.owner);
-    CHECK(seen == std::vector<std::pair<bool, std::string>>{{false, ""},  // relaxed, then durable:
-                                                            {false, ""},  // the first decision
+    CHECK(seen == std::vector<std::pair<bool, std::string>>{{false, ""},  // the first check-in
                                                             {false, ""},
                                                             {true, "kim@example.com"},  // the enrollment
                                                             {true, "kim@example.com"},
@@ -364,6 +363,44 @@ TEST_CASE("A check-in that changes the decision is written once, and durably", "
     std::uint64_t total = 0;
     for (auto const n : commits.counts) total += n;
     CHECK(total == 3);  // the first check-in's relaxed attempt, its durable rerun, the second
+
+    // A later change, for a device whose state the store keeps in memory, is durable too.
+    evaluate.allow = false;
+    evaluate.basis = Basis::noncompliant;
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0003", t0 + 2min, evaluate.fn(t0 + 2min)));
+    CHECK(db.number("SELECT count(*) FROM decision_history") == 2);
+    CHECK(db.number("SELECT count(*) FROM audit WHERE action = 'decision.changed'") == 2);
+    total = 0;
+    for (auto const n : store->commit_latency().snapshot().counts) total += n;
+    CHECK(total == 5);
+}
+
+TEST_CASE("A check-in that fails part-way writes nothing, and its nonce is not spent", "[store]")
+{
+    // A check-in runs without a savepoint of its own: a failure after its first write loses the
+    // whole transaction, which must leave no trace of it.
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    RecordingEvaluate evaluate;
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, evaluate.fn(t0)));
+    Inspector db(path);
+    // Fails the device row's UPDATE, after the nonce is logged.
+    REQUIRE(db.exec("CREATE TRIGGER fail_checkin BEFORE UPDATE OF last_checkin ON devices "
+                    "BEGIN SELECT RAISE(ABORT, 'injected failure'); END") == SQLITE_OK);
+    auto const nonces_before = db.number("SELECT count(*) FROM checkin_nonce_log");
+
+    auto const failed = check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 1min, evaluate.fn(t0 + 1min));
+    REQUIRE_FALSE(failed);
+    CHECK(failed.error().status == 503);
+    CHECK(db.number("SELECT count(*) FROM checkin_nonce_log") == nonces_before);
+    CHECK(store->get_device("LAPTOP-0042")->last_checkin == t0);
+
+    REQUIRE(db.exec("DROP TRIGGER fail_checkin") == SQLITE_OK);
+    auto const retried = check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 2min, evaluate.fn(t0 + 2min));
+    REQUIRE(retried);
+    CHECK(store->get_device("LAPTOP-0042")->last_checkin == t0 + 2min);
+    CHECK(db.number("SELECT count(*) FROM checkin_nonce_log") == nonces_before + 1);
 }
 
 TEST_CASE("A replayed nonce is refused with 409 replay and nothing is written", "[store]")
