@@ -1,6 +1,8 @@
 #include "json_writer.hpp"
 
 #include <array>
+#include <cstdint>
+#include <cstring>
 
 namespace exemptd::json_writer {
 namespace {
@@ -12,6 +14,17 @@ constexpr auto kEscaped = [] {
     table['"'] = table['\\'] = true;
     return table;
 }();
+
+// Whether any of the 8 bytes in `w` must be escaped: one below 0x20, a quote or a backslash.
+// (The classic "has a zero byte" test: exact for the word as a whole.)
+bool needs_escape(std::uint64_t w)
+{
+    constexpr std::uint64_t kOnes = 0x0101010101010101;
+    constexpr std::uint64_t kHighs = 0x8080808080808080;
+    auto const has_zero = [](std::uint64_t v) { return (v - kOnes) & ~v & kHighs; };
+    auto const below_space = (w - kOnes * 0x20) & ~w & kHighs;
+    return (below_space | has_zero(w ^ (kOnes * '"')) | has_zero(w ^ (kOnes * '\\'))) != 0;
+}
 
 }  // namespace
 
@@ -28,6 +41,14 @@ void append_string(std::string& out, std::string_view s)
     out.push_back('"');
     std::size_t copied = 0;  // bytes of `s` before this are in `out`; plain runs are copied whole
     for (std::size_t i = 0; i < s.size(); ++i) {
+        // Eight plain bytes at a time: text to escape is rare (the decision is mostly plain words).
+        while (i + 8 <= s.size()) {
+            std::uint64_t w;
+            std::memcpy(&w, s.data() + i, sizeof w);
+            if (needs_escape(w)) break;
+            i += 8;
+        }
+        if (i == s.size()) break;
         auto const c = static_cast<unsigned char>(s[i]);
         if (!kEscaped[c]) continue;
         out.append(s.data() + copied, i - copied);

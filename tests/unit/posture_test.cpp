@@ -250,6 +250,22 @@ TEST_CASE("Stored facts read back with the same kinds and values", "[posture]")
         CHECK(exemptd::facts_from_json(exemptd::facts_to_json(odd)) == odd);
         CHECK(exemptd::facts_to_json({}) == "{}");
     }
+    SECTION("escapes are found at every position of a string, whatever its length") {
+        // Plain text is scanned eight bytes at a time; the byte to escape may sit anywhere.
+        for (char const special : {'"', '\\', '\n', '\x01', '\x1f', '\x7f', '\xc3', ' '}) {
+            for (std::size_t length = 1; length <= 24; ++length) {
+                for (std::size_t at = 0; at < length; ++at) {
+                    std::string text(length, 'a');
+                    text[at] = special;
+                    exemptd::Facts const one{{text, FactValue{text}}};
+                    boost::json::object expected;
+                    expected[text] = text;
+                    INFO("length " << length << ", byte " << int(special) << " at " << at);
+                    REQUIRE(exemptd::facts_to_json(one) == boost::json::serialize(expected));
+                }
+            }
+        }
+    }
     SECTION("unreadable storage gives no facts rather than an error") {
         CHECK(exemptd::facts_from_json("not json").empty());
         CHECK(exemptd::facts_from_json("[1, 2]").empty());
