@@ -99,6 +99,8 @@ Decision evaluate(Policy const& policy, DeviceFacts const& device, std::span<Cov
     decision.evaluated_at = now;
     decision.next_checkin_seconds = policy.checkin.interval_seconds;
     std::vector<Control const*> applied;
+    decision.controls.reserve(policy.controls.size());
+    applied.reserve(policy.controls.size());
     for (auto const& control : policy.controls) {
         if (control.applies_to != SubjectKind::device) continue;
         decision.controls.push_back(check_control(control, device));
