@@ -24,6 +24,12 @@
 #   PERF [0]: 1 records `perf record -g` of exemptd during its keep-alive run (perf.data kept
 #   in PERF_OUT [./exemptd-keepalive.perf.data]; PERF_RECORD_ARGS [-g] replaces -g, e.g.
 #   "--call-graph dwarf" where the libraries have no frame pointers)
+#   CALLGRIND [0]: 1 runs exemptd under valgrind's callgrind and prints its instructions per
+#   check-in (every thread, user space), a figure the machine's load does not move, unlike req/s.
+#   Counted during the keep-alive run from CALLGRIND_WARMUP [15] s in (after the handshakes) to
+#   its end, over the check-ins exemptd's metrics counted meanwhile; set DURATION well above the
+#   warm-up (30). Everything runs about 100 times slower. The profile is kept in
+#   CALLGRIND_OUT [./exemptd-keepalive.callgrind].1 for callgrind_annotate.
 #   MODES [keepalive handshake resume]: the loadgen modes to compare
 #   KEEP_TMP [0]: 1 keeps the temporary folder (configs, logs, database)
 #   SCALE [0]: 1 runs bench/scale.sh instead (1,000 vs 1,000,000 imported devices; its own
@@ -46,6 +52,9 @@ HALF_LOAD="${HALF_LOAD:-0}"
 PERF="${PERF:-0}"
 MODES="${MODES:-keepalive handshake resume}"
 PERF_OUT="${PERF_OUT:-$PWD/exemptd-keepalive.perf.data}"
+CALLGRIND="${CALLGRIND:-0}"
+CALLGRIND_OUT="${CALLGRIND_OUT:-$PWD/exemptd-keepalive.callgrind}"
+CALLGRIND_WARMUP="${CALLGRIND_WARMUP:-15}"
 LOADGEN="$BUILD_DIR/bench/exemptd-loadgen"
 EXEMPTD="$BUILD_DIR/daemon/exemptd"
 
@@ -187,15 +196,18 @@ threads: $THREADS
 limits: {checkin_rate_per_minute: 0}   # each device checks in as fast as it can
 ${SWEEP_INTERVAL:+sweep_interval_seconds: $SWEEP_INTERVAL}
 EOF
-    "$EXEMPTD" --config "$dir/exemptd.yaml" --ready-file "$dir/ready" </dev/null >"$dir/exemptd.log" 2>&1 &
+    local wrapper=()
+    [[ "$CALLGRIND" != 1 ]] || wrapper=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$CALLGRIND_OUT")
+    "${wrapper[@]}" "$EXEMPTD" --config "$dir/exemptd.yaml" --ready-file "$dir/ready" </dev/null >"$dir/exemptd.log" 2>&1 &
     EXEMPTD_PID=$!
-    for _ in {1..100}; do
+    for _ in {1..600}; do
         [[ -s "$dir/ready" ]] && break
         kill -0 "$EXEMPTD_PID" 2>/dev/null || die "exemptd exited: $(tail -5 "$dir/exemptd.log")"
         sleep 0.1
     done
     EXEMPTD_PORT="$(sed -n 's/^listen=127\.0\.0\.1:\([0-9]*\)$/\1/p' "$dir/ready")"
     [[ -n "$EXEMPTD_PORT" ]] || die "exemptd wrote no ready file"
+    EXEMPTD_METRICS="$(sed -n 's/^metrics_listen=//p' "$dir/ready")"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +224,20 @@ loadgen() {   # PORT MODE [ARGS...]
 ROWS=()
 declare -A RPS
 
+# Check-ins exemptd has answered, from its metrics.
+checkins_answered() {
+    curl -s "http://$EXEMPTD_METRICS/metrics" | awk '/^exemptd_checkins_total\{/ { n += $2 } END { print n + 0 }'
+}
+
+# report_instructions CHECKINS — exemptd's instructions per check-in from callgrind's dump.
+report_instructions() {
+    local dump total
+    dump="$CALLGRIND_OUT.1"  # the first (and only) dump; the file without a suffix comes at exit
+    [[ -s "$dump" ]] || die "callgrind wrote no dump"
+    total="$(callgrind_annotate "$dump" | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')"
+    echo "callgrind: $total instructions over $1 check-ins: $(awk -v t="$total" -v n="$1" 'BEGIN { printf "%.0f", t / n }') per check-in ($dump)"
+}
+
 # measure NAME PID PORT MODE [ARGS...] — one loadgen run; its output goes to stderr and the
 # figures to ROWS. Returns 0 even when the run had errors (they are in the table).
 measure() {
@@ -223,7 +249,22 @@ measure() {
         perf record ${PERF_RECORD_ARGS:--g} -o "$PERF_OUT" -p "$pid" >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    out="$(loadgen "$port" "$mode" --duration "$DURATION" "$@")" || rc=$?
+    if [[ "$CALLGRIND" == 1 && "$name" == exemptd && "$mode" == keepalive ]]; then
+        loadgen "$port" "$mode" --duration "$DURATION" "$@" >"$TMP/loadgen.out" &
+        local loadgen_pid=$! counted
+        sleep "$CALLGRIND_WARMUP"
+        rm -f "$CALLGRIND_OUT" "$CALLGRIND_OUT".*
+        counted="$(checkins_answered)"
+        callgrind_control --instr=on "$pid" >/dev/null 2>&1
+        wait "$loadgen_pid" || rc=$?
+        callgrind_control --instr=off "$pid" >/dev/null 2>&1
+        counted=$(($(checkins_answered) - counted))
+        callgrind_control --dump=keepalive "$pid" >/dev/null 2>&1
+        out="$(cat "$TMP/loadgen.out")"
+        report_instructions "$counted"
+    else
+        out="$(loadgen "$port" "$mode" --duration "$DURATION" "$@")" || rc=$?
+    fi
     if [[ -n "$perf_pid" ]]; then
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" || true
