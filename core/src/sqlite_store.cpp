@@ -526,17 +526,20 @@ EncodedDecision store_decision(Connection& db, std::string const& device_id, Eva
     auto& decision = evaluated.decision;
     auto decision_json = encode_decision(decision);
     auto streaks = failure_streaks(decision);
+    auto const streaks_json = streaks_to_json(streaks);
+    auto const facts_json = report ? facts_to_json(report->facts) : std::string();
+    // Bound without copies: every value outlives update.run().
     auto& update = report ? db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
                                        "failing_since = ?5, decision_key = ?6, hostname = ?7, serial = ?8, "
                                        "os_name = ?9, os_version = ?10, last_checkin = ?11, facts_json = ?12 "
                                        "WHERE device_id = ?1")
                           : db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
                                        "failing_since = ?5, decision_key = ?6 WHERE device_id = ?1");
-    update.bind(1, device_id).bind(2, decision_word(decision)).bind(3, to_string(decision.basis)).bind(4, decision_json)
-        .bind(5, streaks_to_json(streaks)).bind(6, evaluated.key);
+    update.bind_static(1, device_id).bind_static(2, decision_word(decision)).bind_static(3, to_string(decision.basis))
+        .bind_static(4, decision_json).bind_static(5, streaks_json).bind_static(6, evaluated.key);
     if (report) {
-        update.bind(7, report->hostname).bind(8, report->serial).bind(9, report->os_name)
-            .bind(10, report->os_version).bind(11, seconds_of(now)).bind(12, facts_to_json(report->facts));
+        update.bind_static(7, report->hostname).bind_static(8, report->serial).bind_static(9, report->os_name)
+            .bind_static(10, report->os_version).bind(11, seconds_of(now)).bind_static(12, facts_json);
     }
     update.run();
     auto& stored = evaluated.in.stored;
@@ -1435,7 +1438,7 @@ std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection
         evaluated = evaluate_device(db, id, evaluate, &report, &evaluation_states_);
     }
     db.prepare("INSERT INTO checkin_nonce_log (device_id, nonce, seen_at) VALUES (?1, ?2, ?3)")
-        .bind(1, id).bind(2, report.nonce).bind(3, seconds_of(now)).run();
+        .bind_static(1, id).bind_static(2, report.nonce).bind(3, seconds_of(now)).run();
     nonces_.add(key, seconds_of(now), sqlite3_last_insert_rowid(db.handle()));
     txn_nonces_.push_back(key);
     if (!nonce_log_pruned_) prune_nonce_log(db, nonce_log_prune_to_);
