@@ -71,15 +71,27 @@ void append_string(std::string& out, std::string_view s)
     out.push_back('"');
 }
 
-void append_member(std::string& out, std::string_view key, std::string_view value)
+namespace {
+
+void append_name(std::string& out, Name name)
 {
-    append_key(out, key);
+    if (out.back() != '{' && out.back() != '[') out.push_back(',');
+    out.push_back('"');
+    out += name.text();
+    out += "\":";
+}
+
+}  // namespace
+
+void append_member(std::string& out, Name name, std::string_view value)
+{
+    append_name(out, name);
     append_string(out, value);
 }
 
-void append_member(std::string& out, std::string_view key, std::int64_t value)
+void append_member(std::string& out, Name name, std::int64_t value)
 {
-    append_key(out, key);
+    append_name(out, name);
     out += std::to_string(value);
 }
 

@@ -304,7 +304,10 @@ std::map<std::string, TimePoint> streaks_from_json(std::string const& text)
 std::string streaks_to_json(std::map<std::string, TimePoint> const& streaks)
 {
     std::string out = "{";
-    for (auto const& [key, when] : streaks) json_writer::append_member(out, key, seconds_of(when));
+    for (auto const& [key, when] : streaks) {
+        json_writer::append_key(out, key);
+        out += std::to_string(seconds_of(when));
+    }
     out.push_back('}');
     return out;
 }
