@@ -344,8 +344,10 @@ std::string_view decision_word(Decision const& d)
 // what. Two decisions with the same key differ only in their time and observed values.
 std::string decision_key(Decision const& d)
 {
-    std::string key = std::string(decision_word(d)) + '|' + std::string(to_string(d.basis));
-    for (auto const& c : d.controls) key += '|' + c.id + (c.pass ? ":pass:" : ":fail:") + c.covered_by;
+    std::string key;
+    key.reserve(16 + 24 * d.controls.size());
+    key.append(decision_word(d)).append("|").append(to_string(d.basis));
+    for (auto const& c : d.controls) key.append("|").append(c.id).append(c.pass ? ":pass:" : ":fail:").append(c.covered_by);
     return key;
 }
 
