@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -694,7 +695,7 @@ TEST_CASE("A version 1 database loses its check-in log and keeps its nonces in t
     }
     auto store = exemptd::open_sqlite_store(path);
     Inspector db(path);
-    CHECK(db.number("PRAGMA user_version") == 5);
+    CHECK(db.number("PRAGMA user_version") == 6);
     CHECK(db.number("SELECT count(*) FROM sqlite_master WHERE name IN ('checkins', 'checkin_nonces')") == 0);
     CHECK(db.number("SELECT count(*) FROM checkin_nonce_log WHERE nonce = 'nonce-0001'") == 1);
     CHECK_FALSE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0 + 1min, standard_evaluate(t0 + 1min)));  // still known
@@ -702,6 +703,41 @@ TEST_CASE("A version 1 database loses its check-in log and keeps its nonces in t
     auto const audited = db.number("SELECT count(*) FROM audit");
     REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 2min, standard_evaluate(t0 + 2min)));
     CHECK(db.number("SELECT count(*) FROM audit") == audited);
+}
+
+TEST_CASE("A version 5 database gets a rowid devices table with the same rows", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    {
+        auto store = exemptd::open_sqlite_store(path);
+        REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+        REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, standard_evaluate(t0)));
+        REQUIRE(check_in(*store, "LAPTOP-0043", "nonce-0001", t0, standard_evaluate(t0)));
+    }
+    std::vector<std::vector<std::string>> rows;
+    {
+        Inspector db(path);  // back to version 5's WITHOUT ROWID table (foreign keys are off here)
+        auto const columns = db.rows("SELECT sql FROM sqlite_master WHERE name = 'devices'").at(0).at(0);
+        auto const body = columns.substr(columns.find('('));
+        auto const old_table = "CREATE TABLE devices_v5 " +
+                               std::regex_replace(body, std::regex("PRIMARY KEY NOT NULL"), "PRIMARY KEY") + " WITHOUT ROWID";
+        REQUIRE(db.exec(old_table + "; INSERT INTO devices_v5 SELECT * FROM devices; DROP TABLE devices; "
+                        "ALTER TABLE devices_v5 RENAME TO devices; PRAGMA user_version = 5;") == SQLITE_OK);
+        rows = db.rows("SELECT * FROM devices ORDER BY device_id");
+        REQUIRE(rows.size() == 2);
+        REQUIRE(db.number("SELECT count(*) FROM decision_history") == 2);
+    }
+    auto store = exemptd::open_sqlite_store(path);
+    Inspector db(path);
+    CHECK(db.number("PRAGMA user_version") == 6);
+    auto const sql = db.rows("SELECT sql FROM sqlite_master WHERE name = 'devices'").at(0).at(0);
+    CHECK(sql.find("WITHOUT ROWID") == std::string::npos);
+    CHECK(db.rows("SELECT * FROM devices ORDER BY device_id") == rows);
+    CHECK(db.rows("PRAGMA foreign_key_check").empty());
+    CHECK(store->get_device("LAPTOP-0042")->enrollment->enrolled);
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 1min, standard_evaluate(t0 + 1min)));
+    CHECK(store->get_device("LAPTOP-0042")->last_checkin == t0 + 1min);
 }
 
 TEST_CASE("A store reopened from its file keeps its data and its schema", "[store]")
