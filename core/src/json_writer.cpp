@@ -26,11 +26,17 @@ bool needs_escape(std::uint64_t w)
     return (below_space | has_zero(w ^ (kOnes * '"')) | has_zero(w ^ (kOnes * '\\'))) != 0;
 }
 
+// The comma before a member or an element, except the first one.
+void append_separator(std::string& out)
+{
+    if (out.back() != '{' && out.back() != '[') out.push_back(',');
+}
+
 }  // namespace
 
 void append_key(std::string& out, std::string_view key)
 {
-    if (out.back() != '{' && out.back() != '[') out.push_back(',');
+    append_separator(out);
     append_string(out, key);
     out.push_back(':');
 }
@@ -75,7 +81,7 @@ namespace {
 
 void append_name(std::string& out, Name name)
 {
-    if (out.back() != '{' && out.back() != '[') out.push_back(',');
+    append_separator(out);
     out.push_back('"');
     out += name.text();
     out += "\":";

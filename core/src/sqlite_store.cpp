@@ -273,33 +273,38 @@ bool take_clean_stop(Connection& db)
     return clean;
 }
 
-// Each migration commits on its own. Foreign keys are off meanwhile (a migration may rebuild a
-// table others refer to, which SQLite can do only so) and checked before each commit.
+// Moves the schema from `version` to the next one in one transaction, checking foreign keys
+// before it commits.
+void apply_migration(Connection& db, int version)
+{
+    db.exec("BEGIN IMMEDIATE");
+    try {
+        db.exec(kMigrations[version]);
+        if (db.prepare("PRAGMA foreign_key_check").step())
+            throw sqlite::Failure{SQLITE_CONSTRAINT_FOREIGNKEY, "a migration broke a foreign key"};
+        db.exec("PRAGMA user_version=" + std::to_string(version + 1));
+        db.exec("COMMIT");
+    } catch (...) {
+        db.reset_all();  // the foreign key check may be left on a row
+        db.exec("ROLLBACK");
+        throw;
+    }
+    spdlog::info("event=schema_migrated version={}", version + 1);
+}
+
+// Applies the migrations the database has not had. Foreign keys are off meanwhile: a migration
+// may rebuild a table others refer to, which SQLite can do only so. A failed migration fails the
+// store's opening, and the connection with foreign keys off goes with it.
 void migrate(Connection& db)
 {
     int const target = static_cast<int>(std::size(kMigrations));
-    int version = schema_version(db);
-    if (version < target) db.exec("PRAGMA foreign_keys=OFF");
-    for (; version < target; ++version) {
-        db.exec("BEGIN IMMEDIATE");
-        try {
-            db.exec(kMigrations[version]);
-            if (db.prepare("PRAGMA foreign_key_check").step())
-                throw sqlite::Failure{SQLITE_CONSTRAINT_FOREIGNKEY, "a migration broke a foreign key"};
-            db.exec("PRAGMA user_version=" + std::to_string(version + 1));
-            db.exec("COMMIT");
-        } catch (...) {
-            db.reset_all();
-            db.exec("ROLLBACK");
-            db.exec("PRAGMA foreign_keys=ON");
-            throw;
-        }
-        spdlog::info("event=schema_migrated version={}", version + 1);
-    }
-    db.reset_all();
-    db.exec("PRAGMA foreign_keys=ON");
-    if (schema_version(db) > target)
+    int const version = schema_version(db);
+    if (version > target)
         throw sqlite::Failure{SQLITE_ERROR, "database schema is newer than this exemptd; upgrade exemptd"};
+    if (version == target) return;
+    db.exec("PRAGMA foreign_keys=OFF");
+    for (int v = version; v < target; ++v) apply_migration(db, v);
+    db.exec("PRAGMA foreign_keys=ON");
 }
 
 // Columns read by device_from_row, in order.
