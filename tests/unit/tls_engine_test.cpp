@@ -74,6 +74,15 @@ bool run_both(TlsEngine& server, TlsEngine& client, ServerStep server_step, Clie
     return false;
 }
 
+// Runs a handshake between `server` and `client` to its end; false if it fails.
+bool handshake(TlsEngine& server, TlsEngine& client)
+{
+    server.start_handshake(true);
+    client.start_handshake(false);
+    auto const step = [](TlsEngine& e) { return e.handshake(); };
+    return run_both(server, client, step, step);
+}
+
 }  // namespace
 
 TEST_CASE("A TLS engine pair handshakes and carries data, holding no buffer between operations", "[tls]")
@@ -84,10 +93,7 @@ TEST_CASE("A TLS engine pair handshakes and carries data, holding no buffer betw
     SECTION("TLS 1.3") { SSL_CTX_set_min_proto_version(client_ctx.get(), TLS1_3_VERSION); }
     TlsEngine server{server_ctx.get()};
     TlsEngine client{client_ctx.get()};
-    server.start_handshake(true);
-    client.start_handshake(false);
-    auto const handshake = [](TlsEngine& e) { return e.handshake(); };
-    REQUIRE(run_both(server, client, handshake, handshake));
+    REQUIRE(handshake(server, client));
 
     std::string const request = "GET /v1/ping HTTP/1.1\r\n\r\n";
     auto const sent = client.write(net::buffer(request));
@@ -127,10 +133,7 @@ TEST_CASE("A small record is read whole in one socket read while waiting for the
     Ctx const client_ctx{SSL_CTX_new(TLS_client_method())};
     TlsEngine server{server_ctx.get()};
     TlsEngine client{client_ctx.get()};
-    server.start_handshake(true);
-    client.start_handshake(false);
-    auto const handshake = [](TlsEngine& e) { return e.handshake(); };
-    REQUIRE(run_both(server, client, handshake, handshake));
+    REQUIRE(handshake(server, client));
     auto const size = GENERATE(600, 5000);
     std::string const request(static_cast<std::size_t>(size), 'r');
     REQUIRE_FALSE(client.write(net::buffer(request)).ec);
