@@ -251,12 +251,13 @@ TEST_CASE("Stored facts read back with the same kinds and values", "[posture]")
         CHECK(exemptd::facts_to_json({}) == "{}");
     }
     SECTION("escapes are found at every position of a string, whatever its length") {
-        // Plain text is scanned eight bytes at a time; the byte to escape may sit anywhere.
+        // Plain text is scanned eight bytes at a time; bytes to escape may sit anywhere.
         for (char const special : {'"', '\\', '\n', '\x01', '\x1f', '\x7f', '\xc3', ' '}) {
             for (std::size_t length = 1; length <= 24; ++length) {
                 for (std::size_t at = 0; at < length; ++at) {
                     std::string text(length, 'a');
                     text[at] = special;
+                    if (length > 12) text[(at * 7 + 3) % length] = '\t';  // and a second one
                     exemptd::Facts const one{{text, FactValue{text}}};
                     boost::json::object expected;
                     expected[text] = text;
