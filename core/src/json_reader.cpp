@@ -12,10 +12,50 @@ ApiResult<boost::json::object> parse_json_object(std::string_view body, boost::j
     options.max_depth = 32;
     boost::system::error_code ec;
     boost::json::value value = boost::json::parse(body, ec, std::move(storage), options);
-    if (ec) return api_error(400, "malformed_json", "The request body is not valid JSON: " + ec.message() + ".");
-    if (!value.is_object()) return api_error(400, "malformed_json", "The request body must be a JSON object.");
+    if (ec || !value.is_object()) return malformed_json(ec);
     return std::move(value.as_object());
 }
+
+ApiError malformed_json(boost::system::error_code const& ec)
+{
+    if (ec) return api_error(400, "malformed_json", "The request body is not valid JSON: " + ec.message() + ".");
+    return api_error(400, "malformed_json", "The request body must be a JSON object.");
+}
+
+Checked<std::string_view> check_string(FieldText field, Need need, std::size_t max_len)
+{
+    using Kind = FieldText::Kind;
+    if (field.kind == Kind::absent) return {{}, need == Need::required ? "is required" : ""};
+    if (field.kind != Kind::string) return {{}, "must be a string"};
+    if (field.text.size() > max_len) return {{}, "is longer than " + std::to_string(max_len) + " characters"};
+    if (need == Need::required && field.text.empty()) return {{}, "must not be empty"};
+    return {field.text, {}};
+}
+
+Checked<std::optional<TimePoint>> check_time(FieldText field, Need need)
+{
+    using Kind = FieldText::Kind;
+    if (field.kind == Kind::absent) return {std::nullopt, need == Need::required ? "is required" : ""};
+    auto const parsed = field.kind == Kind::string ? parse_rfc3339(field.text) : std::nullopt;
+    if (!parsed) return {std::nullopt, "must be an RFC 3339 time such as 2026-11-27T21:00:00Z"};
+    return {parsed, {}};
+}
+
+ApiError invalid_field(std::string_view name, std::string_view problem)
+{
+    return api_error(400, "invalid_field", "Field '" + std::string(name) + "' " + std::string(problem) + ".");
+}
+
+namespace {
+
+FieldText field_text(boost::json::value const* value)
+{
+    if (value == nullptr || value->is_null()) return {};
+    if (value->is_string()) return {FieldText::Kind::string, value->as_string()};
+    return {FieldText::Kind::other, {}};
+}
+
+}  // namespace
 
 std::string string_or_empty(boost::json::object const& object, std::string_view key)
 {
@@ -30,8 +70,7 @@ ObjectReader::ObjectReader(boost::json::object const& object, std::string prefix
 
 void ObjectReader::fail(std::string_view key, std::string_view what)
 {
-    if (error_) return;
-    error_ = api_error(400, "invalid_field", "Field '" + prefix_ + std::string(key) + "' " + std::string(what) + ".");
+    if (!error_) error_ = invalid_field(prefix_ + std::string(key), what);
 }
 
 void ObjectReader::only(std::initializer_list<std::string_view> known)
@@ -54,13 +93,9 @@ boost::json::value const* ObjectReader::find(std::string_view key, Need need)
 
 std::string ObjectReader::string(std::string_view key, Need need, std::size_t max_len)
 {
-    auto const* value = find(key, need);
-    if (value == nullptr) return {};
-    if (!value->is_string()) return fail(key, "must be a string"), std::string{};
-    if (value->as_string().size() > max_len)
-        return fail(key, "is longer than " + std::to_string(max_len) + " characters"), std::string{};
-    if (need == Need::required && value->as_string().empty()) return fail(key, "must not be empty"), std::string{};
-    return std::string(value->as_string());
+    auto const checked = check_string(field_text(object_.if_contains(key)), need, max_len);
+    if (!checked.problem.empty()) fail(key, checked.problem);
+    return std::string(checked.value);
 }
 
 std::optional<bool> ObjectReader::boolean(std::string_view key, Need need)
@@ -73,11 +108,9 @@ std::optional<bool> ObjectReader::boolean(std::string_view key, Need need)
 
 std::optional<TimePoint> ObjectReader::time(std::string_view key, Need need)
 {
-    auto const* value = find(key, need);
-    if (value == nullptr) return std::nullopt;
-    auto const parsed = value->is_string() ? parse_rfc3339(value->as_string()) : std::nullopt;
-    if (!parsed) fail(key, "must be an RFC 3339 time such as 2026-11-27T21:00:00Z");
-    return parsed;
+    auto const checked = check_time(field_text(object_.if_contains(key)), need);
+    if (!checked.problem.empty()) fail(key, checked.problem);
+    return checked.value;
 }
 
 std::vector<std::string> ObjectReader::strings(std::string_view key, Need need, std::size_t max_items,

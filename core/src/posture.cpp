@@ -4,12 +4,15 @@
 #include "exemptd/json_reader.hpp"
 #include "json_writer.hpp"
 
-#include <boost/json/monotonic_resource.hpp>
+#include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
+#include <vector>
 
 namespace exemptd {
 namespace {
@@ -37,48 +40,247 @@ std::optional<FactValue> fact_from_json(boost::json::value const& v)
     return std::nullopt;
 }
 
-void read_facts(boost::json::object const* facts, ObjectReader& reader, PostureReport& out)
-{
-    if (facts == nullptr) return;
-    if (facts->size() > kMaxFacts) return reader.fail("facts", "has more than 64 entries");
-    for (auto const& [key, value] : *facts) {
-        if (key.empty() || key.size() > kMaxFactKey) return reader.fail("facts", "has an empty or overlong name");
-        auto fact = fact_from_json(value);
-        if (!fact) return reader.fail("facts." + std::string(key), "must be a boolean, number or short string");
-        out.facts.emplace(std::string(key), std::move(*fact));
+// A report's field as the scanner met it. A later duplicate key replaces an earlier one, as it
+// does in a parsed boost::json object.
+struct SeenField {
+    enum class Kind { absent, string, object, other };  // null counts as absent
+    Kind kind = Kind::absent;
+    std::string text;
+
+    void set(Kind k, std::string_view s = {}) { kind = k, text.assign(s); }
+    [[nodiscard]] FieldText as_text() const
+    {
+        if (kind == Kind::absent) return {};
+        if (kind == Kind::string) return {FieldText::Kind::string, text};
+        return {FieldText::Kind::other, {}};
     }
+};
+
+// One entry of "facts": its value, or nullopt when a fact may not have its type.
+struct SeenFact {
+    std::string name;
+    std::optional<FactValue> value;
+};
+
+enum class Field { device_id, hostname, serial, os, facts, agent_version, reported_at, nonce, count, unknown = count };
+
+Field field_named(std::string_view name)
+{
+    static constexpr std::string_view kNames[] = {"device_id", "hostname",      "serial",      "os",
+                                                  "facts",     "agent_version", "reported_at", "nonce"};
+    for (std::size_t i = 0; i < std::size(kNames); ++i) {
+        if (kNames[i] == name) return static_cast<Field>(i);
+    }
+    return Field::unknown;
+}
+
+// A boost::json parser handler that picks a report's fields out of the body as it is parsed,
+// without building a DOM (a check-in's largest cost once was that DOM). It only collects; the
+// fields are checked afterwards, in order, by the same rules as ObjectReader's, so a body gets
+// the same answer it would from the DOM: the first problem in field order, the last of
+// duplicate keys, unknown fields ignored.
+class ReportScanner {
+public:
+    static constexpr std::size_t max_object_size = std::size_t(-1);
+    static constexpr std::size_t max_array_size = std::size_t(-1);
+    static constexpr std::size_t max_key_size = std::size_t(-1);
+    static constexpr std::size_t max_string_size = std::size_t(-1);
+
+    bool on_document_begin(boost::system::error_code&) { return true; }
+    bool on_document_end(boost::system::error_code&) { return true; }
+    bool on_object_begin(boost::system::error_code&) { return begin_container(true); }
+    bool on_array_begin(boost::system::error_code&) { return begin_container(false); }
+    bool on_object_end(std::size_t, boost::system::error_code&) { return --depth_, true; }
+    bool on_array_end(std::size_t, boost::system::error_code&) { return --depth_, true; }
+    bool on_key_part(boost::json::string_view s, std::size_t, boost::system::error_code&) { return part(s); }
+    bool on_key(boost::json::string_view s, std::size_t, boost::system::error_code&) { return key(whole(s)); }
+    bool on_string_part(boost::json::string_view s, std::size_t, boost::system::error_code&) { return part(s); }
+    bool on_string(boost::json::string_view s, std::size_t, boost::system::error_code&);
+    bool on_number_part(boost::json::string_view, boost::system::error_code&) { return true; }
+    bool on_int64(std::int64_t i, boost::json::string_view, boost::system::error_code&) { return value(FactValue{i}); }
+    bool on_uint64(std::uint64_t, boost::json::string_view, boost::system::error_code&) { return value(std::nullopt); }
+    bool on_double(double d, boost::json::string_view, boost::system::error_code&);
+    bool on_bool(bool b, boost::system::error_code&) { return value(FactValue{b}); }
+    bool on_null(boost::system::error_code&);
+    bool on_comment_part(boost::json::string_view, boost::system::error_code&) { return true; }
+    bool on_comment(boost::json::string_view, boost::system::error_code&) { return true; }
+
+    // The report, or the first problem with its fields. Call once the whole body parsed.
+    [[nodiscard]] ApiResult<PostureReport> report();
+
+private:
+    enum class Inside { other, os, facts };  // the object a depth-2 value belongs to
+
+    bool begin_container(bool is_object);
+    bool key(std::string_view name);
+    bool value(std::optional<FactValue> fact);  // a number or a boolean
+    bool part(std::string_view s) { return partial_.append(s), true; }
+    std::string_view whole(std::string_view last);
+    SeenField* field_here();
+    SeenFact* fact_here();
+
+    std::size_t depth_ = 0;
+    bool root_is_object_ = false;
+    Inside inside_ = Inside::other;
+    Field field_ = Field::unknown;    // the root member being read
+    SeenField* os_member_ = nullptr;  // the "os" member being read, if known
+    std::size_t fact_ = 0;            // the fact being read: an index into facts_, or past its end
+    std::string partial_;             // a key or string that arrived in parts
+    std::array<SeenField, static_cast<std::size_t>(Field::count)> fields_;
+    SeenField os_name_;
+    SeenField os_version_;
+    std::vector<SeenFact> facts_;
+    bool too_many_facts_ = false;
+};
+
+bool ReportScanner::begin_container(bool is_object)
+{
+    if (depth_ == 0) root_is_object_ = is_object;
+    if (depth_ == 1) {
+        inside_ = Inside::other;
+        if (is_object && field_ == Field::os) {
+            inside_ = Inside::os;
+            os_name_ = os_version_ = {};
+        } else if (is_object && field_ == Field::facts) {
+            inside_ = Inside::facts;
+            facts_.clear();
+            too_many_facts_ = false;
+        }
+    }
+    if (auto* f = field_here()) f->set(is_object && inside_ != Inside::other ? SeenField::Kind::object : SeenField::Kind::other);
+    if (auto* f = fact_here()) f->value.reset();
+    ++depth_;
+    return true;
+}
+
+std::string_view ReportScanner::whole(std::string_view last)
+{
+    if (partial_.empty()) return last;
+    partial_.append(last);
+    return partial_;
+}
+
+bool ReportScanner::key(std::string_view name)
+{
+    if (depth_ == 1) field_ = field_named(name);
+    if (depth_ == 2 && inside_ == Inside::os) {
+        os_member_ = name == "name" ? &os_name_ : name == "version" ? &os_version_ : nullptr;
+    }
+    if (depth_ == 2 && inside_ == Inside::facts) {
+        auto const same = std::find_if(facts_.begin(), facts_.end(), [&](auto const& f) { return f.name == name; });
+        fact_ = static_cast<std::size_t>(same - facts_.begin());  // a duplicate's value replaces the first's
+        if (same == facts_.end()) {
+            if (facts_.size() < kMaxFacts) facts_.push_back({std::string(name), std::nullopt});
+            else too_many_facts_ = true;  // a 65th name, not kept: fact_here() is null for its value
+        }
+    }
+    partial_.clear();
+    return true;
+}
+
+SeenField* ReportScanner::field_here()
+{
+    if (depth_ == 1 && field_ != Field::unknown) return &fields_[static_cast<std::size_t>(field_)];
+    if (depth_ == 2 && inside_ == Inside::os) return os_member_;
+    return nullptr;
+}
+
+SeenFact* ReportScanner::fact_here()
+{
+    return depth_ == 2 && inside_ == Inside::facts && fact_ < facts_.size() ? &facts_[fact_] : nullptr;
+}
+
+bool ReportScanner::on_string(boost::json::string_view s, std::size_t, boost::system::error_code&)
+{
+    auto const text = whole(s);
+    if (auto* f = field_here()) f->set(SeenField::Kind::string, text);
+    if (auto* f = fact_here()) {
+        f->value.reset();
+        if (text.size() <= kMaxFactString) f->value.emplace(std::in_place_type<std::string>, text);
+    }
+    partial_.clear();
+    return true;
+}
+
+bool ReportScanner::on_double(double d, boost::json::string_view, boost::system::error_code&)
+{
+    return std::isfinite(d) ? value(FactValue{d}) : value(std::nullopt);
+}
+
+bool ReportScanner::on_null(boost::system::error_code&)
+{
+    if (auto* f = field_here()) f->set(SeenField::Kind::absent);
+    if (auto* f = fact_here()) f->value.reset();
+    return true;
+}
+
+bool ReportScanner::value(std::optional<FactValue> fact)
+{
+    if (auto* f = field_here()) f->set(SeenField::Kind::other);
+    if (auto* f = fact_here()) f->value = std::move(fact);
+    return true;
+}
+
+ApiResult<PostureReport> ReportScanner::report()
+{
+    if (!root_is_object_) return malformed_json({});
+    std::optional<ApiError> error;
+    auto const fail = [&](std::string_view name, std::string_view problem) {
+        if (!error) error = invalid_field(name, problem);
+    };
+    auto const field = [&](Field f) -> SeenField const& { return fields_[static_cast<std::size_t>(f)]; };
+    auto const string = [&](SeenField const& seen, std::string_view name, Need need, std::size_t max_len) {
+        auto const checked = check_string(seen.as_text(), need, max_len);
+        if (!checked.problem.empty()) fail(name, checked.problem);
+        return std::string(checked.value);
+    };
+    auto const object = [&](Field f, std::string_view name) {
+        if (field(f).kind == SeenField::Kind::other || field(f).kind == SeenField::Kind::string)
+            fail(name, "must be an object");
+        return field(f).kind == SeenField::Kind::object;
+    };
+
+    PostureReport report;
+    report.device_id = string(field(Field::device_id), "device_id", Need::required, 64);
+    if (!error && !is_valid_device_id(report.device_id))
+        fail("device_id", "must be 1-64 characters of A-Z a-z 0-9 . _ : -");
+    report.hostname = string(field(Field::hostname), "hostname", Need::optional, 256);
+    report.serial = string(field(Field::serial), "serial", Need::optional, 256);
+    if (object(Field::os, "os")) {
+        report.os_name = string(os_name_, "os.name", Need::optional, 64);
+        report.os_version = string(os_version_, "os.version", Need::optional, 64);
+    }
+    if (object(Field::facts, "facts")) {
+        if (too_many_facts_) fail("facts", "has more than 64 entries");
+        for (auto& [name, value] : facts_) {
+            if (name.empty() || name.size() > kMaxFactKey) fail("facts", "has an empty or overlong name");
+            if (!value) fail("facts." + name, "must be a boolean, number or short string");
+            if (!error) report.facts.emplace(std::move(name), std::move(*value));
+        }
+    }
+    report.agent_version = string(field(Field::agent_version), "agent_version", Need::optional, 64);
+    auto const reported_at = check_time(field(Field::reported_at).as_text(), Need::required);
+    if (!reported_at.problem.empty()) fail("reported_at", reported_at.problem);
+    report.reported_at = reported_at.value.value_or(TimePoint{});
+    report.nonce = string(field(Field::nonce), "nonce", Need::required, 128);
+    if (!error && (report.nonce.size() < 8 || !is_printable_ascii(report.nonce)))
+        fail("nonce", "must be 8-128 printable characters");
+    if (error) return *error;
+    return report;
 }
 
 }  // namespace
 
 ApiResult<PostureReport> decode_posture(std::string_view body)
 {
-    // A report (about 600 bytes) parses into the buffer; a larger one spills to the heap.
-    unsigned char buffer[8192];
-    boost::json::monotonic_resource arena(buffer, sizeof buffer);
-    auto object = parse_json_object(body, &arena);
-    if (!object) return object.error();
-    ObjectReader reader(*object);
-    PostureReport report;
-    report.device_id = reader.string("device_id", Need::required, 64);
-    if (!reader.error() && !is_valid_device_id(report.device_id))
-        reader.fail("device_id", "must be 1-64 characters of A-Z a-z 0-9 . _ : -");
-    report.hostname = reader.string("hostname", Need::optional);
-    report.serial = reader.string("serial", Need::optional);
-    if (auto const* os = reader.object("os", Need::optional)) {
-        ObjectReader os_reader(*os, "os.");
-        report.os_name = os_reader.string("name", Need::optional, 64);
-        report.os_version = os_reader.string("version", Need::optional, 64);
-        if (os_reader.error()) return *os_reader.error();
-    }
-    read_facts(reader.object("facts", Need::optional), reader, report);
-    report.agent_version = reader.string("agent_version", Need::optional, 64);
-    report.reported_at = reader.time("reported_at").value_or(TimePoint{});
-    report.nonce = reader.string("nonce", Need::required, 128);
-    if (!reader.error() && (report.nonce.size() < 8 || !is_printable_ascii(report.nonce)))
-        reader.fail("nonce", "must be 8-128 printable characters");
-    if (reader.error()) return *reader.error();
-    return report;
+    boost::json::parse_options options;
+    options.max_depth = 32;
+    boost::json::basic_parser<ReportScanner> parser(options);
+    boost::system::error_code ec;
+    auto const used = parser.write_some(false, body.data(), body.size(), ec);
+    if (!ec && used < body.size()) ec = boost::json::error::extra_data;
+    if (ec) return malformed_json(ec);
+    return parser.handler().report();
 }
 
 boost::json::value fact_to_json(FactValue const& value)

@@ -1,13 +1,18 @@
 #include "support.hpp"
 
+#include "exemptd/identity.hpp"
+#include "exemptd/json_reader.hpp"
 #include "exemptd/posture.hpp"
 
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <variant>
+#include <vector>
 
 using Catch::Matchers::Contains;
 using exemptd::FactValue;
@@ -37,7 +42,149 @@ std::string deep_json(int depth)
     return body;
 }
 
+// The reading decode_posture replaced: a boost::json DOM read with ObjectReader, the first problem
+// in field order. The scanner must answer every body exactly as this does.
+exemptd::ApiResult<exemptd::PostureReport> decode_with_dom(std::string_view body)
+{
+    using exemptd::Need;
+    auto const object = exemptd::parse_json_object(body);
+    if (!object) return object.error();
+    exemptd::ObjectReader reader(*object);
+    exemptd::PostureReport r;
+    r.device_id = reader.string("device_id", Need::required, 64);
+    if (!reader.error() && !exemptd::is_valid_device_id(r.device_id))
+        reader.fail("device_id", "must be 1-64 characters of A-Z a-z 0-9 . _ : -");
+    r.hostname = reader.string("hostname", Need::optional);
+    r.serial = reader.string("serial", Need::optional);
+    if (auto const* os = reader.object("os", Need::optional)) {
+        exemptd::ObjectReader os_reader(*os, "os.");
+        r.os_name = os_reader.string("name", Need::optional, 64);
+        r.os_version = os_reader.string("version", Need::optional, 64);
+        if (os_reader.error() && !reader.error()) return *os_reader.error();
+    }
+    if (auto const* facts = reader.object("facts", Need::optional)) {
+        if (facts->size() > 64) reader.fail("facts", "has more than 64 entries");
+        for (auto const& [key, v] : *facts) {
+            if (key.empty() || key.size() > 64) reader.fail("facts", "has an empty or overlong name");
+            std::optional<FactValue> fact;
+            if (v.is_bool()) fact = FactValue{v.as_bool()};
+            if (v.is_int64()) fact = FactValue{v.as_int64()};
+            if (v.is_double() && std::isfinite(v.as_double())) fact = FactValue{v.as_double()};
+            if (v.is_string() && v.as_string().size() <= 256) fact = FactValue{std::string(v.as_string())};
+            if (!fact) reader.fail("facts." + std::string(key), "must be a boolean, number or short string");
+            if (!reader.error()) r.facts.emplace(std::string(key), *fact);
+        }
+    }
+    r.agent_version = reader.string("agent_version", Need::optional, 64);
+    r.reported_at = reader.time("reported_at").value_or(exemptd::TimePoint{});
+    r.nonce = reader.string("nonce", Need::required, 128);
+    auto const printable = std::all_of(r.nonce.begin(), r.nonce.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+    if (!reader.error() && (r.nonce.size() < 8 || !printable)) reader.fail("nonce", "must be 8-128 printable characters");
+    if (reader.error()) return *reader.error();
+    return r;
+}
+
+std::string outcome(exemptd::ApiResult<exemptd::PostureReport> const& r)
+{
+    if (!r) return exemptd::test::describe(r.error());
+    std::string out;
+    for (auto const& field : {r->device_id, r->hostname, r->serial, r->os_name, r->os_version, r->agent_version,
+                              exemptd::format_rfc3339(r->reported_at), r->nonce})
+        out.append(field).append("|");
+    for (auto const& [key, value] : r->facts)
+        out.append(key).append("=").append(std::to_string(value.index())).append(":").append(exemptd::fact_to_string(value)).append("|");
+    return out;
+}
+
+// `{"k":v,...}` in the order given, duplicates and all.
+std::string object_text(std::vector<std::pair<std::string, std::string>> const& members)
+{
+    std::string out = "{";
+    for (auto const& [key, value] : members) {
+        if (out.size() > 1) out += ',';
+        out.append(boost::json::serialize(boost::json::string(key))).append(":").append(value);
+    }
+    return out + "}";
+}
+
+std::string many_facts(int n, bool with_duplicate)
+{
+    std::vector<std::pair<std::string, std::string>> facts;
+    for (int i = 0; i < n; ++i) facts.emplace_back(std::string("f").append(std::to_string(i)), std::to_string(i));
+    if (with_duplicate) facts.emplace_back("f0", "\"again\"");
+    return object_text(facts);
+}
+
 }  // namespace
+
+TEST_CASE("Every body gets the answer a DOM reading of it would give", "[posture]")
+{
+    std::vector<std::pair<std::string, std::string>> const valid{
+        {"device_id", "\"LAPTOP-0042\""},
+        {"hostname", "\"sam-laptop\""},
+        {"serial", "\"C02XYZ123\""},
+        {"os", R"({"name":"debian","version":"12.8"})"},
+        {"facts", R"({"disk_encrypted":true,"screen_lock_seconds":300,"kernel":"6.1.0","battery":0.87})"},
+        {"agent_version", "\"0.1.0\""},
+        {"reported_at", "\"2026-11-27T21:00:00Z\""},
+        {"nonce", "\"4f1c2a9e7b3d5a60\""}};
+    auto const quoted = [](std::string const& s) { return boost::json::serialize(boost::json::string(s)); };
+    std::vector<std::string> const values{
+        "null", "\"\"", "\"LAPTOP-9\"", quoted(std::string(65, 'x')), quoted(std::string(129, 'x')),
+        quoted(std::string(257, 'x')), "\"bad id!\"", "\"2026-11-27T21:00:00Z\"", "\"4f1c2a9e7b3d5a60\"", "\"short\"",
+        R"("tab\there 12345")", R"("caf\u00e9 \"q\"")", "42", "-7", "18446744073709551615", "1.5", "1e400", "true",
+        "[]", R"(["a",{"b":[1]}])", "{}", R"({"name":"debian","version":"12"})", R"({"name":5})",
+        R"({"name":null,"version":[1],"name":"deb"})", R"({"version":"1","version":{}})", R"({"a":{"b":1}})",
+        R"({"":1})", "{" + quoted(std::string(65, 'k')) + ":1}", R"({"k":)" + quoted(std::string(257, 'v')) + "}",
+        R"({"k":18446744073709551615,"j":1e400})", R"({"k":null})", R"({"k":1,"k":[1]})", R"({"k":[1],"k":2.5})",
+        R"({"k":"v","j":false,"k":"w"})", many_facts(64, false), many_facts(65, false), many_facts(64, true)};
+
+    std::vector<std::string> bodies;
+    auto names = valid;
+    names.emplace_back("extra", "0");
+    for (std::size_t f = 0; f < names.size(); ++f) {
+        auto without = valid;
+        if (f < valid.size()) without.erase(without.begin() + static_cast<std::ptrdiff_t>(f));
+        bodies.push_back(object_text(without));
+        for (auto const& v : values) {
+            auto replaced = valid;
+            if (f < valid.size()) replaced[f].second = v;
+            else replaced.emplace_back(names[f].first, v);
+            bodies.push_back(object_text(replaced));
+            auto first = valid;  // a duplicate before: the valid value, last, wins
+            first.insert(first.begin(), {names[f].first, v});
+            bodies.push_back(object_text(first));
+            auto last = valid;  // a duplicate after: it wins
+            last.emplace_back(names[f].first, v);
+            bodies.push_back(object_text(last));
+        }
+    }
+    for (std::size_t a = 0; a < valid.size(); ++a) {  // two bad fields: the first in field order is named
+        for (std::size_t b = 0; b < valid.size(); ++b) {
+            auto two = valid;
+            two[a].second = "42";
+            two[b].second = b == 3 || b == 4 ? R"({"name":[],"k":[]})" : "[]";
+            bodies.push_back(object_text(two));
+        }
+    }
+    auto const whole = object_text(valid);
+    for (std::size_t n = 0; n < whole.size(); ++n) bodies.push_back(whole.substr(0, n));  // every truncation
+    for (std::string const tail : {" ", "x", "{}", ",", " \n"}) bodies.push_back(whole + tail);
+    bodies.insert(bodies.end(), {"[]", "[" + whole + "]", "42", "\"LAPTOP-0042\"", "null", "true", " "});  // not objects
+    for (int depth : {30, 31, 32, 33}) {
+        auto deep = valid;
+        deep[4].second = deep_json(depth);  // inside facts
+        bodies.push_back(object_text(deep));
+        deep[4].second = valid[4].second;
+        deep.emplace_back("extra", deep_json(depth));
+        bodies.push_back(object_text(deep));
+    }
+    for (auto const& body : bodies) {
+        INFO("body: " << body);
+        REQUIRE(outcome(exemptd::decode_posture(body)) == outcome(decode_with_dom(body)));
+    }
+    CHECK(bodies.size() > 1000);
+}
 
 TEST_CASE("The SPEC's posture report decodes field by field", "[posture]")
 {

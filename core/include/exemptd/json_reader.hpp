@@ -22,11 +22,36 @@ namespace exemptd {
 [[nodiscard]] ApiResult<boost::json::object> parse_json_object(std::string_view body,
                                                                boost::json::storage_ptr storage = {});
 
+// The same refusal for a decoder that reads the body with its own boost::json handler: `ec`
+// from the parser, or no error when the body parsed but is not an object.
+[[nodiscard]] ApiError malformed_json(boost::system::error_code const& ec);
+
 // The string at object[key], or "" when it is absent or not a string: for reading JSON this
 // process wrote itself (stored records, server answers), where a missing field reads as empty.
 [[nodiscard]] std::string string_or_empty(boost::json::object const& object, std::string_view key);
 
 enum class Need { required, optional };
+
+// A field as a decoder met it: absent (null counts as absent), a string, or another JSON type.
+struct FieldText {
+    enum class Kind { absent, string, other };
+    Kind kind = Kind::absent;
+    std::string_view text;  // when kind is string
+};
+
+// A field's value once checked, and what is wrong with it ("is required"), empty when nothing.
+template <class T>
+struct Checked {
+    T value{};
+    std::string problem;
+};
+
+// The rules ObjectReader applies, for decoders that collect fields themselves (no DOM).
+[[nodiscard]] Checked<std::string_view> check_string(FieldText field, Need need, std::size_t max_len);
+[[nodiscard]] Checked<std::optional<TimePoint>> check_time(FieldText field, Need need);
+
+// 400 `invalid_field`: "Field '<name>' <problem>."
+[[nodiscard]] ApiError invalid_field(std::string_view name, std::string_view problem);
 
 // Reads fields of one JSON object. Each accessor returns an empty value and records an error
 // (400 `invalid_field`, naming the field) when the field is missing but required, has the wrong
