@@ -85,32 +85,30 @@ boost::json::object decision_to_json(Decision const& d)
 // decision (stored, and sent as the answer), and a DOM costs an allocation per value.
 std::string encode_decision(Decision const& d)
 {
-    std::string out;
-    out.reserve(256 + 160 * d.controls.size());
-    out.push_back('{');
+    json_writer::Text out(256 + 160 * d.controls.size());
+    out.raw('{');
     append_member(out, "device_id", d.device_id);
     append_member(out, "decision", d.allow ? "allow" : "deny");
     append_member(out, "basis", to_string(d.basis));
-    out += ",\"controls\":[";
+    out.raw(",\"controls\":[");
     for (auto const& c : d.controls) {
-        if (out.back() != '[') out.push_back(',');
-        out.push_back('{');
+        out.raw(out.back() == '[' ? "{" : ",{");
         append_member(out, "id", c.id);
         append_member(out, "status", c.pass ? "pass" : "fail");
         if (!c.title.empty()) append_member(out, "title", c.title);
         if (!c.reason.empty()) append_member(out, "reason", c.reason);
         if (!c.observed.empty()) append_member(out, "observed", c.observed);
         if (!c.covered_by.empty()) append_member(out, "covered_by", c.covered_by);
-        if (c.failing_since) append_member(out, "failing_since", format_rfc3339(*c.failing_since));
-        if (c.grace_until) append_member(out, "grace_until", format_rfc3339(*c.grace_until));
-        out.push_back('}');
+        if (c.failing_since) append_member(out, "failing_since", Rfc3339Text(*c.failing_since).view());
+        if (c.grace_until) append_member(out, "grace_until", Rfc3339Text(*c.grace_until).view());
+        out.raw('}');
     }
-    out.push_back(']');
+    out.raw(']');
     append_member(out, "policy_version", d.policy_version);
-    append_member(out, "evaluated_at", format_rfc3339(d.evaluated_at));
+    append_member(out, "evaluated_at", Rfc3339Text(d.evaluated_at).view());
     append_member(out, "next_checkin_seconds", std::int64_t{d.next_checkin_seconds});
-    out.push_back('}');
-    return out;
+    out.raw('}');
+    return std::move(out).take();
 }
 
 Result<Decision> decision_from_json(boost::json::value const& v)

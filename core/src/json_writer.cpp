@@ -1,7 +1,9 @@
 #include "json_writer.hpp"
 
+#include <algorithm>
 #include <array>
 #include <bit>
+#include <charconv>
 #include <cstdint>
 #include <cstring>
 
@@ -54,74 +56,90 @@ std::size_t find_escape(std::string_view s, std::size_t i)
     return i;
 }
 
-void append_escape(std::string& out, unsigned char c)
+void append_escape(Text& out, unsigned char c)
 {
     static constexpr char kHex[] = "0123456789abcdef";
     switch (c) {
-    case '"': out += "\\\""; break;
-    case '\\': out += "\\\\"; break;
-    case '\b': out += "\\b"; break;
-    case '\f': out += "\\f"; break;
-    case '\n': out += "\\n"; break;
-    case '\r': out += "\\r"; break;
-    case '\t': out += "\\t"; break;
+    case '"': return out.raw("\\\"");
+    case '\\': return out.raw("\\\\");
+    case '\b': return out.raw("\\b");
+    case '\f': return out.raw("\\f");
+    case '\n': return out.raw("\\n");
+    case '\r': return out.raw("\\r");
+    case '\t': return out.raw("\\t");
     default:
-        out += "\\u00";
-        out.push_back(kHex[c >> 4]);
-        out.push_back(kHex[c & 0xf]);
+        out.raw("\\u00");
+        out.raw(kHex[c >> 4]);
+        out.raw(kHex[c & 0xf]);
     }
 }
 
-// The comma before a member or an element, except the first one.
-void append_separator(std::string& out)
+// Writes `,"name":` (no comma right after `{` or `[`) at `to`, which has room; returns its end.
+char* put_name(char* to, bool comma, std::string_view name)
 {
-    if (out.back() != '{' && out.back() != '[') out.push_back(',');
+    if (comma) *to++ = ',';
+    *to++ = '"';
+    to = std::copy(name.begin(), name.end(), to);
+    *to++ = '"';
+    *to++ = ':';
+    return to;
+}
+
+// Whether a member or an element written next needs a comma before it.
+bool needs_comma(Text const& out)
+{
+    return out.back() != '{' && out.back() != '[';
 }
 
 }  // namespace
 
-void append_key(std::string& out, std::string_view key)
+void Text::grow(std::size_t n)
 {
-    append_separator(out);
-    append_string(out, key);
-    out.push_back(':');
+    buffer_.resize(std::max(2 * buffer_.size(), size_ + n));
 }
 
-void append_string(std::string& out, std::string_view s)
+void append_key(Text& out, std::string_view key)
 {
-    out.push_back('"');
+    if (needs_comma(out)) out.raw(',');
+    append_string(out, key);
+    out.raw(':');
+}
+
+void append_string(Text& out, std::string_view s)
+{
+    out.raw('"');
     std::size_t copied = 0;  // bytes of `s` before this are in `out`; plain runs are copied whole
     for (std::size_t i = find_escape(s, 0); i < s.size(); i = find_escape(s, i + 1)) {
-        out.append(s.data() + copied, i - copied);
+        out.raw(s.substr(copied, i - copied));
         append_escape(out, static_cast<unsigned char>(s[i]));
         copied = i + 1;
     }
-    out.append(s.data() + copied, s.size() - copied);
-    out.push_back('"');
+    out.raw(s.substr(copied));
+    out.raw('"');
 }
 
-namespace {
-
-void append_name(std::string& out, Name name)
+void append_member(Text& out, Name name, std::string_view value)
 {
-    append_separator(out);
-    out.push_back('"');
-    out += name.text();
-    out += "\":";
+    auto const comma = needs_comma(out);
+    auto const plain = find_escape(value, 0) == value.size();  // the usual case: written in one go
+    auto* const start = out.room(name.text().size() + 4 + (plain ? value.size() + 2 : 0));
+    auto* end = put_name(start, comma, name.text());
+    if (plain) {
+        *end++ = '"';
+        end = std::copy(value.begin(), value.end(), end);
+        *end++ = '"';
+    }
+    out.added(static_cast<std::size_t>(end - start));
+    if (!plain) append_string(out, value);
 }
 
-}  // namespace
-
-void append_member(std::string& out, Name name, std::string_view value)
+void append_member(Text& out, Name name, std::int64_t value)
 {
-    append_name(out, name);
-    append_string(out, value);
-}
-
-void append_member(std::string& out, Name name, std::int64_t value)
-{
-    append_name(out, name);
-    out += std::to_string(value);
+    auto const comma = needs_comma(out);
+    auto const room = name.text().size() + 4 + 20;  // 20: the digits and sign of any int64
+    auto* const start = out.room(room);
+    auto* const end = std::to_chars(put_name(start, comma, name.text()), start + room, value).ptr;
+    out.added(static_cast<std::size_t>(end - start));
 }
 
 }  // namespace exemptd::json_writer

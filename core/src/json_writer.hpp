@@ -6,16 +6,57 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
 namespace exemptd::json_writer {
 
-// Appends `s` as a JSON string.
-void append_string(std::string& out, std::string_view s);
+// JSON text being written. It grows its string in large steps and writes through a pointer:
+// std::string::append costs a call and a capacity check per piece, and a decision is a few
+// hundred pieces.
+class Text {
+public:
+    explicit Text(std::size_t expected_size) { buffer_.resize(expected_size); }
 
-// Appends `,"key":`, without the comma right after `{` or `[`; `key` is escaped.
-void append_key(std::string& out, std::string_view key);
+    void raw(std::string_view s)
+    {
+        std::memcpy(room(s.size()), s.data(), s.size());
+        size_ += s.size();
+    }
+    void raw(char c)
+    {
+        *room(1) = c;
+        ++size_;
+    }
+    // Room for `n` more bytes at the end; write them, then add them with `added`.
+    [[nodiscard]] char* room(std::size_t n)
+    {
+        if (buffer_.size() - size_ < n) grow(n);
+        return buffer_.data() + size_;
+    }
+    void added(std::size_t n) { size_ += n; }
+    // The last byte written; '\0' before the first.
+    [[nodiscard]] char back() const { return size_ == 0 ? '\0' : buffer_[size_ - 1]; }
+
+    [[nodiscard]] std::string take() &&
+    {
+        buffer_.resize(size_);
+        return std::move(buffer_);
+    }
+
+private:
+    void grow(std::size_t n);
+
+    std::string buffer_;  // bytes past size_ are room, not text
+    std::size_t size_ = 0;
+};
+
+// Appends `s` as a JSON string.
+void append_string(Text& out, std::string_view s);
+
+// Appends `,"key":` (without the comma right after `{` or `[`); `key` is escaped.
+void append_key(Text& out, std::string_view key);
 
 // A member name written as it is: a string literal, checked at compile time to need no escape.
 class Name {
@@ -34,9 +75,9 @@ private:
 };
 
 // Appends `,"name":` (without the comma right after `{` or `[`) and the string value.
-void append_member(std::string& out, Name name, std::string_view value);
+void append_member(Text& out, Name name, std::string_view value);
 
 // Appends `,"name":` (without the comma right after `{` or `[`) and the integer.
-void append_member(std::string& out, Name name, std::int64_t value);
+void append_member(Text& out, Name name, std::int64_t value);
 
 }  // namespace exemptd::json_writer

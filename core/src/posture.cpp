@@ -309,25 +309,26 @@ boost::json::object facts_object(Facts const& facts)
     return out;
 }
 
-void append_fact(std::string& out, FactValue const& value)
+void append_fact(json_writer::Text& out, FactValue const& value)
 {
     if (auto const* s = std::get_if<std::string>(&value)) return json_writer::append_string(out, *s);
     // boost::json's own text for a double (2.5E1): written shortest, it would read back as an integer.
-    if (auto const* d = std::get_if<double>(&value)) out += boost::json::serialize(boost::json::value(*d));
-    else out += fact_to_string(value);
+    if (auto const* d = std::get_if<double>(&value)) out.raw(boost::json::serialize(boost::json::value(*d)));
+    else out.raw(fact_to_string(value));
 }
 
 }  // namespace
 
 std::string facts_to_json(Facts const& facts)
 {
-    std::string out = "{";
+    json_writer::Text out(64 * facts.size() + 2);
+    out.raw('{');
     for (auto const& [key, value] : facts) {
         json_writer::append_key(out, key);
         append_fact(out, value);
     }
-    out.push_back('}');
-    return out;
+    out.raw('}');
+    return std::move(out).take();
 }
 
 Facts facts_from_json(std::string_view json)

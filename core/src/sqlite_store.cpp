@@ -352,13 +352,14 @@ std::map<std::string, TimePoint> streaks_from_json(std::string const& text)
 
 std::string streaks_to_json(std::map<std::string, TimePoint> const& streaks)
 {
-    std::string out = "{";
+    json_writer::Text out(40 * streaks.size() + 2);
+    out.raw('{');
     for (auto const& [key, when] : streaks) {
         json_writer::append_key(out, key);
-        out += std::to_string(seconds_of(when));
+        out.raw(std::to_string(seconds_of(when)));
     }
-    out.push_back('}');
-    return out;
+    out.raw('}');
+    return std::move(out).take();
 }
 
 // Appends one record to the hash-chained audit trail inside the caller's transaction.

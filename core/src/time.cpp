@@ -1,7 +1,9 @@
 #include "exemptd/time.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 
 namespace exemptd {
 namespace {
@@ -60,7 +62,7 @@ std::optional<TimePoint> parse_rfc3339(std::string_view text)
     return utc;
 }
 
-std::string format_rfc3339(TimePoint t)
+Rfc3339Text::Rfc3339Text(TimePoint t)
 {
     using namespace std::chrono;
     auto const day_point = floor<days>(t);
@@ -68,16 +70,18 @@ std::string format_rfc3339(TimePoint t)
     hh_mm_ss const hms{t - day_point};
     int const y = static_cast<int>(ymd.year());
     if (y < 0 || y > 9999) {  // never parsed from RFC 3339; written whole rather than cut to four digits
-        char buffer[48];
-        std::snprintf(buffer, sizeof buffer, "%04d-%02u-%02uT%02d:%02d:%02dZ", y, static_cast<unsigned>(ymd.month()),
-                      static_cast<unsigned>(ymd.day()), static_cast<int>(hms.hours().count()),
-                      static_cast<int>(hms.minutes().count()), static_cast<int>(hms.seconds().count()));
-        return buffer;
+        auto const n = std::snprintf(text_, sizeof text_, "%04d-%02u-%02uT%02d:%02d:%02dZ", y,
+                                     static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                                     static_cast<int>(hms.hours().count()), static_cast<int>(hms.minutes().count()),
+                                     static_cast<int>(hms.seconds().count()));
+        size_ = static_cast<std::size_t>(std::clamp(n, 0, static_cast<int>(sizeof text_) - 1));
+        return;
     }
     // Written digit by digit: snprintf was a few percent of a check-in, which formats several times.
-    std::string out = "0000-00-00T00:00:00Z";
-    auto put = [&out](std::size_t end, long value, int width) {
-        for (int i = 1; i <= width; ++i, value /= 10) out[end - static_cast<std::size_t>(i)] = char('0' + value % 10);
+    std::memcpy(text_, "0000-00-00T00:00:00Z", 20);
+    size_ = 20;
+    auto put = [this](std::size_t end, long value, int width) {
+        for (int i = 1; i <= width; ++i, value /= 10) text_[end - static_cast<std::size_t>(i)] = char('0' + value % 10);
     };
     put(4, y, 4);
     put(7, static_cast<unsigned>(ymd.month()), 2);
@@ -85,7 +89,11 @@ std::string format_rfc3339(TimePoint t)
     put(13, hms.hours().count(), 2);
     put(16, hms.minutes().count(), 2);
     put(19, hms.seconds().count(), 2);
-    return out;
+}
+
+std::string format_rfc3339(TimePoint t)
+{
+    return std::string(Rfc3339Text(t).view());
 }
 
 std::optional<std::chrono::seconds> parse_duration(std::string_view text)

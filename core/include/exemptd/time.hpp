@@ -18,6 +18,18 @@ using TimePoint = std::chrono::sys_seconds;
 // Formats as "YYYY-MM-DDTHH:MM:SSZ". Thread-safe.
 [[nodiscard]] std::string format_rfc3339(TimePoint t);
 
+// The same text in a buffer of its own, for writers that copy it at once (no allocation: the
+// text is longer than a std::string holds inline).
+class Rfc3339Text {
+public:
+    explicit Rfc3339Text(TimePoint t);
+    [[nodiscard]] std::string_view view() const { return {text_, size_}; }
+
+private:
+    char text_[48];
+    std::size_t size_;
+};
+
 // Parses a duration such as "14d", "12h", "30m" or "45s". Returns nullopt when malformed.
 [[nodiscard]] std::optional<std::chrono::seconds> parse_duration(std::string_view text);
 
