@@ -20,7 +20,8 @@
 #   FLEET_INTERVAL [30] s each, for FLEET_DURATION [60] s)
 #   HALF_LOAD [0]: 1 also runs the fleet mode against exemptd at half its keep-alive req/s
 #   (DEVICES devices, for FLEET_DURATION s, the first 5 s of connecting left out): the p50/p99
-#   of a server that is not saturated. HALF_LOAD_RATE sets that rate instead (check-ins/s)
+#   of a server that is not saturated. HALF_LOAD_RATE sets that rate instead (check-ins/s);
+#   with it, MODES= (empty) runs that fleet alone, to compare the p99 of builds at one rate
 #   PERF [0]: 1 records `perf record -g` of exemptd during its keep-alive run (perf.data kept
 #   in PERF_OUT [./exemptd-keepalive.perf.data]; PERF_RECORD_ARGS [-g] replaces -g, e.g.
 #   "--call-graph dwarf" where the libraries have no frame pointers)
@@ -297,7 +298,7 @@ done
 if [[ "$FLEET" == 1 ]]; then
     DURATION="$FLEET_DURATION" measure exemptd "$EXEMPTD_PID" "$EXEMPTD_PORT" fleet --interval "$FLEET_INTERVAL"
 fi
-if [[ "$HALF_LOAD" == 1 && -n "${RPS[exemptd.keepalive]:-}" ]]; then
+if [[ "$HALF_LOAD" == 1 && -n "${HALF_LOAD_RATE:-${RPS[exemptd.keepalive]:-}}" ]]; then
     # The same devices paced at half the keep-alive rate just measured (or at HALF_LOAD_RATE):
     # latency below saturation.
     DURATION="$FLEET_DURATION" measure exemptd "$EXEMPTD_PID" "$EXEMPTD_PORT" fleet \
