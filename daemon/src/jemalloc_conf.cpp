@@ -5,7 +5,7 @@
 // report's strings) and the other way round (the decision's text). With the default thread
 // caches, such allocations kept emptying one cache and overflowing the other, and allocation was
 // about 11% of a check-in's instructions. Larger caches, flushed a smaller share at a time, cut
-// that to 7% (README, Performance). Trimming them less often (tcache_gc_*_bytes) saved a little
+// that to 8.5% (README, Performance). Trimming them less often (tcache_gc_*_bytes) saved a little
 // more but put pauses in the latency: the p99 of a paced load of 25,000 check-ins/s doubled.
 extern "C" {
 // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): the name jemalloc reads
