@@ -21,6 +21,7 @@ public:
 
     void raw(std::string_view s)
     {
+        if (s.empty()) return;  // an empty view's data() may be null, which memcpy must not get
         std::memcpy(room(s.size()), s.data(), s.size());
         size_ += s.size();
     }
