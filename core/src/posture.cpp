@@ -147,7 +147,8 @@ bool ReportScanner::begin_container(bool is_object)
             too_many_facts_ = false;
         }
     }
-    if (auto* f = field_here()) f->set(is_object && inside_ != Inside::other ? SeenField::Kind::object : SeenField::Kind::other);
+    auto const kind = is_object && inside_ != Inside::other ? SeenField::Kind::object : SeenField::Kind::other;
+    if (auto* f = field_here()) f->set(kind);  // an os or facts object, or a value of the wrong type
     if (auto* f = fact_here()) f->value.reset();
     ++depth_;
     return true;
