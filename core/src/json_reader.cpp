@@ -8,12 +8,17 @@ namespace exemptd {
 
 ApiResult<boost::json::object> parse_json_object(std::string_view body, boost::json::storage_ptr storage)
 {
-    boost::json::parse_options options;
-    options.max_depth = 32;
     boost::system::error_code ec;
-    boost::json::value value = boost::json::parse(body, ec, std::move(storage), options);
+    boost::json::value value = boost::json::parse(body, ec, std::move(storage), request_parse_options());
     if (ec || !value.is_object()) return malformed_json(ec);
     return std::move(value.as_object());
+}
+
+boost::json::parse_options request_parse_options()
+{
+    boost::json::parse_options options;
+    options.max_depth = 32;
+    return options;
 }
 
 ApiError malformed_json(boost::system::error_code const& ec)

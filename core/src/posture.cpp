@@ -29,14 +29,27 @@ bool is_printable_ascii(std::string_view s)
     return true;
 }
 
+// The bounds of a fact's value, for the stored facts' reader and the report's scanner alike: a
+// real number must be finite and a string at most 256 bytes. (An integer beyond int64 is
+// refused too: no real fact is that large.)
+std::optional<FactValue> fact_from_double(double d)
+{
+    return std::isfinite(d) ? std::optional<FactValue>(d) : std::nullopt;
+}
+
+std::optional<FactValue> fact_from_string(std::string_view s)
+{
+    return s.size() <= kMaxFactString ? std::optional<FactValue>(std::in_place, std::in_place_type<std::string>, s)
+                                      : std::nullopt;
+}
+
 // Converts one JSON fact; nullopt for types a fact may not have (arrays, objects, null).
 std::optional<FactValue> fact_from_json(boost::json::value const& v)
 {
     if (v.is_bool()) return FactValue{v.as_bool()};
     if (v.is_int64()) return FactValue{v.as_int64()};
-    if (v.is_uint64()) return std::nullopt;  // beyond int64: no real fact is that large
-    if (v.is_double() && std::isfinite(v.as_double())) return FactValue{v.as_double()};
-    if (v.is_string() && v.as_string().size() <= kMaxFactString) return FactValue{std::string(v.as_string())};
+    if (v.is_double()) return fact_from_double(v.as_double());
+    if (v.is_string()) return fact_from_string(v.as_string());
     return std::nullopt;
 }
 
@@ -195,17 +208,14 @@ bool ReportScanner::on_string(boost::json::string_view s, std::size_t, boost::sy
 {
     auto const text = whole(s);
     if (auto* f = field_here()) f->set(SeenField::Kind::string, text);
-    if (auto* f = fact_here()) {
-        f->value.reset();
-        if (text.size() <= kMaxFactString) f->value.emplace(std::in_place_type<std::string>, text);
-    }
+    if (auto* f = fact_here()) f->value = fact_from_string(text);
     partial_.clear();
     return true;
 }
 
 bool ReportScanner::on_double(double d, boost::json::string_view, boost::system::error_code&)
 {
-    return std::isfinite(d) ? value(FactValue{d}) : value(std::nullopt);
+    return value(fact_from_double(d));
 }
 
 bool ReportScanner::on_null(boost::system::error_code&)
@@ -274,9 +284,7 @@ ApiResult<PostureReport> ReportScanner::report()
 
 ApiResult<PostureReport> decode_posture(std::string_view body)
 {
-    boost::json::parse_options options;
-    options.max_depth = 32;
-    boost::json::basic_parser<ReportScanner> parser(options);
+    boost::json::basic_parser<ReportScanner> parser(request_parse_options());
     boost::system::error_code ec;
     auto const used = parser.write_some(false, body.data(), body.size(), ec);
     if (!ec && used < body.size()) ec = boost::json::error::extra_data;

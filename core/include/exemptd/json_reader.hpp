@@ -6,6 +6,7 @@
 #include "exemptd/time.hpp"
 
 #include <boost/json/object.hpp>
+#include <boost/json/parse_options.hpp>
 #include <boost/json/value.hpp>
 
 #include <optional>
@@ -21,6 +22,10 @@ namespace exemptd {
 // at once can pass a monotonic_resource over a stack buffer and skip malloc altogether.
 [[nodiscard]] ApiResult<boost::json::object> parse_json_object(std::string_view body,
                                                                boost::json::storage_ptr storage = {});
+
+// How a request body is parsed (at most 32 levels deep), by parse_json_object and by decoders
+// with a boost::json handler of their own.
+[[nodiscard]] boost::json::parse_options request_parse_options();
 
 // The same refusal for a decoder that reads the body with its own boost::json handler: `ec`
 // from the parser, or no error when the body parsed but is not an object.
