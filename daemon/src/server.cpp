@@ -148,15 +148,66 @@ private:
     std::uint64_t held_ = 0;
 };
 
+// What resumes a session's coroutine with its check-in's answer.
+using CheckinHandler = net::async_result<net::use_awaitable_t<>, void(HttpResponse)>::handler_type;
+
+// Check-in outcomes from the store's commit thread on their way to one worker's sessions. The
+// commit thread gives a batch's outcomes one after another; the first of them posts one drain
+// and the rest join it, so that a batch wakes the worker's thread once rather than once per
+// check-in (each wake is a reactor interrupt, and often a contended lock, on both threads).
+// put() is thread-safe; drain() runs on the worker's thread.
+class CheckinInbox {
+public:
+    using Answer = std::function<HttpResponse(ApiResult<EncodedDecision>)>;
+
+    CheckinInbox(net::io_context& ioc, Answer answer) : ioc_(ioc), answer_(std::move(answer)) {}
+
+    void put(CheckinHandler handler, ApiResult<EncodedDecision> outcome)
+    {
+        bool first = false;
+        {
+            std::lock_guard lock(mutex_);
+            first = waiting_.empty();
+            waiting_.push_back({std::move(handler), std::move(outcome)});
+        }
+        if (first) net::post(ioc_, [this] { drain(); });
+    }
+
+private:
+    struct Waiting {
+        CheckinHandler handler;
+        ApiResult<EncodedDecision> outcome;
+    };
+
+    void drain()
+    {
+        {
+            std::lock_guard lock(mutex_);
+            std::swap(draining_, waiting_);
+        }
+        for (auto& w : draining_) std::move(w.handler)(answer_(std::move(w.outcome)));
+        draining_.clear();  // keeps its capacity for the next batch
+    }
+
+    net::io_context& ioc_;
+    Answer answer_;
+    std::mutex mutex_;
+    std::vector<Waiting> waiting_;
+    std::vector<Waiting> draining_;  // the worker's thread only
+};
+
 // One io_context and the sessions living on it; touched only from its own thread.
 struct Worker {
     struct Slot {
         ApiSocket* stream;
         bool idle;
     };
+    explicit Worker(CheckinInbox::Answer answer) : checkins(ioc, std::move(answer)) {}
+
     net::io_context ioc{1};
     net::executor_work_guard<net::io_context::executor_type> guard{ioc.get_executor()};
     std::unordered_set<Slot*> sessions;
+    CheckinInbox checkins;
 };
 
 }  // namespace
@@ -165,7 +216,10 @@ struct Server::Impl {
     Impl(ServerOptions o, SslCtxPtr tls_ctx, Router const& r, Metrics& m)
         : options(std::move(o)), tls(std::make_shared<ssl::context>(tls_ctx.release())), router(r), metrics(m)
     {
-        for (int i = 0; i < std::max(1, options.threads); ++i) workers.push_back(std::make_unique<Worker>());
+        for (int i = 0; i < std::max(1, options.threads); ++i) {
+            workers.push_back(std::make_unique<Worker>(
+                [this](ApiResult<EncodedDecision> outcome) { return router.checkin_response(std::move(outcome)); }));
+        }
     }
     ~Impl()
     {
@@ -196,9 +250,9 @@ struct Server::Impl {
     std::optional<ConnectionGate::Ticket> admit_connection(tcp::socket& socket);
     net::awaitable<void> run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls_ctx,
                                      ConnectionGate::Ticket ticket);
-    net::awaitable<void> serve_requests(SessionStream& stream, Worker::Slot& slot, ClientId const& client);
+    net::awaitable<void> serve_requests(SessionStream& stream, Worker& worker, Worker::Slot& slot, ClientId const& client);
     net::awaitable<void> run_metrics_session(tcp::socket socket);
-    net::awaitable<HttpResponse> check_in(ClientId const& client, std::string const& body);
+    net::awaitable<HttpResponse> check_in(Worker& worker, ClientId const& client, std::string const& body);
 
     ServerOptions options;
     std::mutex tls_mutex;
@@ -384,10 +438,11 @@ net::awaitable<void> Server::Impl::run_session(Worker& worker, tcp::socket socke
         co_return;
     }
     spdlog::debug("event=connected peer={} subject=\"{}\" role={}", peer, subject, to_string(client->role));
-    co_await serve_requests(stream, slot, *client);
+    co_await serve_requests(stream, worker, slot, *client);
 }
 
-net::awaitable<void> Server::Impl::serve_requests(SessionStream& stream, Worker::Slot& slot, ClientId const& client)
+net::awaitable<void> Server::Impl::serve_requests(SessionStream& stream, Worker& worker, Worker::Slot& slot,
+                                                  ClientId const& client)
 {
     auto& lowest = beast::get_lowest_layer(stream);
     auto const& limits = options.limits;
@@ -463,7 +518,7 @@ net::awaitable<void> Server::Impl::serve_requests(SessionStream& stream, Worker:
         } else {
             // Not a conditional expression: g++ 12 destroys a co_await temporary there twice.
             if (route->action == Action::checkin) {
-                answer = co_await check_in(client, parser.get().body());
+                answer = co_await check_in(worker, client, parser.get().body());
             } else {
                 answer = co_await run_on(handlers, [this, &client, &route, &parser] {
                     return router.handle(client, *route, parser.get().body(),
@@ -488,21 +543,19 @@ net::awaitable<void> Server::Impl::serve_requests(SessionStream& stream, Worker:
     co_await stream.async_shutdown();  // peers may skip close_notify; the result does not matter
 }
 
-// Check-ins skip the handler pool: the store's commit thread answers them, and the answer is
-// posted back to this session's io_context.
-net::awaitable<HttpResponse> Server::Impl::check_in(ClientId const& client, std::string const& body)
+// Check-ins skip the handler pool: the store's commit thread answers them, and the outcome goes
+// back to this session's worker through its inbox (the worker's guard keeps its io_context
+// running meanwhile).
+net::awaitable<HttpResponse> Server::Impl::check_in(Worker& worker, ClientId const& client, std::string const& body)
 {
     return net::async_initiate<net::use_awaitable_t<> const, void(HttpResponse)>(
-        [this, &client, &body](auto handler) {
-            auto io = net::prefer(net::get_associated_executor(handler), net::execution::outstanding_work.tracked);
+        [this, &worker, &client, &body](CheckinHandler handler) {
             // CheckinDone must be copyable; the coroutine's handler is move-only.
-            auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+            auto shared = std::make_shared<CheckinHandler>(std::move(handler));
             checkins_in_store.fetch_add(1);
             // The answer is made on the session's thread, not the store's commit thread.
-            auto reply = [this, shared, io](ApiResult<EncodedDecision> outcome) {
-                net::post(io, [this, shared, outcome = std::move(outcome)]() mutable {
-                    std::move(*shared)(router.checkin_response(std::move(outcome)));
-                });
+            auto reply = [this, &worker, shared](ApiResult<EncodedDecision> outcome) {
+                worker.checkins.put(std::move(*shared), std::move(outcome));
                 checkins_in_store.fetch_sub(1);
             };
             try {
