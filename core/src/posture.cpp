@@ -12,6 +12,7 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <functional>
 #include <vector>
 
 namespace exemptd {
@@ -54,13 +55,38 @@ std::optional<FactValue> fact_from_json(boost::json::value const& v)
 }
 
 // A report's field as the scanner met it. A later duplicate key replaces an earlier one, as it
-// does in a parsed boost::json object.
+// does in a parsed boost::json object. The text is a view into the body when the parser handed it
+// over from there (a string without escapes, in one piece), and a copy of its own otherwise: the
+// report takes one copy of each field, not two.
 struct SeenField {
     enum class Kind { absent, string, object, other };  // null counts as absent
     Kind kind = Kind::absent;
-    std::string text;
+    std::string_view text;
+    std::string copy;  // the text, when it is not in the body
 
-    void set(Kind k, std::string_view s = {}) { kind = k, text.assign(s); }
+    SeenField() = default;
+    SeenField(SeenField const&) = delete;  // text may point into copy
+    SeenField& operator=(SeenField const&) = delete;
+
+    // A value other than a string, or none (absent).
+    void set(Kind k)
+    {
+        kind = k;
+        text = {};
+    }
+    // A string value, `s`, met while parsing `body`.
+    void set_string(std::string_view s, std::string_view body)
+    {
+        kind = Kind::string;
+        auto const in_body = std::less_equal<char const*>{}(body.data(), s.data()) &&
+                             std::less_equal<char const*>{}(s.data() + s.size(), body.data() + body.size());
+        if (s.empty() || in_body) {
+            text = s;
+        } else {
+            copy.assign(s);
+            text = copy;
+        }
+    }
     [[nodiscard]] FieldText as_text() const
     {
         if (kind == Kind::absent) return {};
@@ -99,6 +125,9 @@ public:
     static constexpr std::size_t max_key_size = std::size_t(-1);
     static constexpr std::size_t max_string_size = std::size_t(-1);
 
+    // A scanner of `body`, which must outlive it and the report's checks.
+    explicit ReportScanner(std::string_view body) : body_(body) {}
+
     bool on_document_begin(boost::system::error_code&) { return true; }
     bool on_document_end(boost::system::error_code&) { return true; }
     bool on_object_begin(boost::system::error_code&) { return begin_container(true); }
@@ -132,6 +161,7 @@ private:
     SeenField* field_here();
     SeenFact* fact_here();
 
+    std::string_view body_;
     std::size_t depth_ = 0;
     bool root_is_object_ = false;
     Inside inside_ = Inside::other;
@@ -153,7 +183,8 @@ bool ReportScanner::begin_container(bool is_object)
         inside_ = Inside::other;
         if (is_object && field_ == Field::os) {
             inside_ = Inside::os;
-            os_name_ = os_version_ = {};
+            os_name_.set(SeenField::Kind::absent);
+            os_version_.set(SeenField::Kind::absent);
         } else if (is_object && field_ == Field::facts) {
             inside_ = Inside::facts;
             facts_.clear();
@@ -207,7 +238,7 @@ SeenFact* ReportScanner::fact_here()
 bool ReportScanner::on_string(boost::json::string_view s, std::size_t, boost::system::error_code&)
 {
     auto const text = whole(s);
-    if (auto* f = field_here()) f->set(SeenField::Kind::string, text);
+    if (auto* f = field_here()) f->set_string(text, body_);
     if (auto* f = fact_here()) f->value = fact_from_string(text);
     partial_.clear();
     return true;
@@ -284,7 +315,7 @@ ApiResult<PostureReport> ReportScanner::report()
 
 ApiResult<PostureReport> decode_posture(std::string_view body)
 {
-    boost::json::basic_parser<ReportScanner> parser(request_parse_options());
+    boost::json::basic_parser<ReportScanner> parser(request_parse_options(), body);
     boost::system::error_code ec;
     auto const used = parser.write_some(false, body.data(), body.size(), ec);
     if (!ec && used < body.size()) ec = boost::json::error::extra_data;

@@ -167,6 +167,16 @@ TEST_CASE("Every body gets the answer a DOM reading of it would give", "[posture
             bodies.push_back(object_text(two));
         }
     }
+    // Every string escaped: the parser unescapes each into a buffer of its own, which the next reuses.
+    auto const escaped = object_text({{"device_id", R"("LAPTOP\u002d0042")"},
+                                  {"hostname", R"("sam\u002dlaptop")"},
+                                  {"serial", R"("C02\u0058YZ123")"},
+                                  {"os", R"({"name":"deb\u0069an","version":"12\u002e8"})"},
+                                  {"facts", R"({"k\u0065rnel":"6\u002e1\u002e0"})"},
+                                  {"agent_version", R"("0\u002e1\u002e0")"},
+                                  {"reported_at", R"("2026\u002d11-27T21:00:00Z")"},
+                                  {"nonce", R"("4f1c\u0032a9e7b3d5a60")"}});
+    bodies.push_back(escaped);
     auto const whole = object_text(valid);
     for (std::size_t n = 0; n < whole.size(); ++n) bodies.push_back(whole.substr(0, n));  // every truncation
     for (std::string const tail : {" ", "x", "{}", ",", " \n"}) bodies.push_back(whole + tail);
@@ -184,6 +194,9 @@ TEST_CASE("Every body gets the answer a DOM reading of it would give", "[posture
         REQUIRE(outcome(exemptd::decode_posture(body)) == outcome(decode_with_dom(body)));
     }
     CHECK(bodies.size() > 1000);
+    auto const unescaped = exemptd::decode_posture(escaped);
+    REQUIRE(unescaped);
+    CHECK(outcome(unescaped) == "LAPTOP-0042|sam-laptop|C02XYZ123|debian|12.8|0.1.0|2026-11-27T21:00:00Z|4f1c2a9e7b3d5a60|kernel=3:6.1.0|");
 }
 
 TEST_CASE("The SPEC's posture report decodes field by field", "[posture]")
