@@ -576,17 +576,32 @@ std::optional<Evaluated> evaluate_device(Connection& db, std::string const& devi
     return Evaluated{std::move(*in), std::move(decision), std::move(key)};
 }
 
+// A check-in as the commit thread takes it: the report, and what depends on the report alone,
+// made on the caller's thread before it is queued (the commit thread's time per check-in is what
+// bounds the rate, README "Performance").
+struct QueuedCheckin {
+    PostureReport report;
+    std::string facts_json;  // the report's facts as stored
+    RecentNonces::Key nonce_key;
+
+    explicit QueuedCheckin(PostureReport r)
+        : report(std::move(r)), facts_json(facts_to_json(report.facts)),
+          nonce_key(RecentNonces::key(report.device_id, report.nonce))
+    {
+    }
+};
+
 // Stores an evaluated decision and records a change in the decision history and the audit
-// trail. With a `report`, stores its facts and identity fields in the same UPDATE and puts the
+// trail. With a `checkin`, stores its facts and identity fields in the same UPDATE and puts the
 // device's new state in `cache`.
 EncodedDecision store_decision(Connection& db, std::string const& device_id, Evaluated evaluated, TimePoint now,
-                               PostureReport const* report = nullptr, EvaluationStateCache* cache = nullptr)
+                               QueuedCheckin const* checkin = nullptr, EvaluationStateCache* cache = nullptr)
 {
+    auto const* report = checkin ? &checkin->report : nullptr;
     auto& decision = evaluated.decision;
     auto decision_json = encode_decision(decision);
     auto streaks = failure_streaks(decision);
     auto const streaks_json = streaks_to_json(streaks);
-    auto const facts_json = report ? facts_to_json(report->facts) : std::string();
     // Bound without copies: every value outlives update.run().
     auto& update = report ? db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
                                        "failing_since = ?5, decision_key = ?6, hostname = ?7, serial = ?8, "
@@ -598,7 +613,7 @@ EncodedDecision store_decision(Connection& db, std::string const& device_id, Eva
         .bind_static(4, decision_json).bind_static(5, streaks_json).bind_static(6, evaluated.key);
     if (report) {
         update.bind_static(7, report->hostname).bind_static(8, report->serial).bind_static(9, report->os_name)
-            .bind_static(10, report->os_version).bind(11, seconds_of(now)).bind_static(12, facts_json);
+            .bind_static(10, report->os_version).bind(11, seconds_of(now)).bind_static(12, checkin->facts_json);
     }
     update.run();
     auto& stored = evaluated.in.stored;
@@ -803,7 +818,7 @@ private:
     void commit_loop();
     void commit_batch(std::vector<std::unique_ptr<PendingWrite>> const& batch);
     JobOutcome run_job(PendingWrite& pending);
-    std::optional<ApiResult<EncodedDecision>> record_checkin(Connection& db, PostureReport const& report, Evaluate const& evaluate,
+    std::optional<ApiResult<EncodedDecision>> record_checkin(Connection& db, QueuedCheckin const& checkin, Evaluate const& evaluate,
                                                               TimePoint now, std::chrono::seconds nonce_ttl);
     void prune_nonce_log(Connection& db, std::int64_t before);
     void load_nonce_log();
@@ -1476,16 +1491,17 @@ Result<std::vector<DeviceRecord>> SqliteStore::list_devices(DeviceQuery const& q
 // the decision from the fresh facts. Writes nothing when it refuses, nor when it returns nullopt:
 // a first check-in or a changed decision is audited, so in a relaxed transaction it stops before
 // writing and runs again in the durable one.
-std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection& db, PostureReport const& report,
+std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection& db, QueuedCheckin const& checkin,
                                                                       Evaluate const& evaluate, TimePoint now,
                                                                       std::chrono::seconds nonce_ttl)
 {
+    auto const& report = checkin.report;
     auto const since = seconds_of(now - nonce_ttl);
     if (auto const expired = nonces_.expire(since); expired > nonce_log_prune_to_) {
         nonce_log_prune_to_ = expired;
         nonce_log_pruned_ = false;
     }
-    auto const key = RecentNonces::key(report.device_id, report.nonce);
+    auto const key = checkin.nonce_key;
     if (nonces_.contains(key, since))
         return api_error(409, "replay", "This report's nonce was already used by this device; send a fresh one.");
     auto const& id = report.device_id;
@@ -1501,7 +1517,7 @@ std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection
     nonces_.add(key, seconds_of(now), sqlite3_last_insert_rowid(db.handle()));
     txn_nonces_.push_back(key);
     if (!nonce_log_pruned_) prune_nonce_log(db, nonce_log_prune_to_);
-    return store_decision(db, id, std::move(*evaluated), now, &report, &evaluation_states_);
+    return store_decision(db, id, std::move(*evaluated), now, &checkin, &evaluation_states_);
 }
 
 // Deletes a few of the log's rows numbered up to `last`, oldest first: a check-in adds one row
@@ -1528,8 +1544,9 @@ void SqliteStore::check_in_async(PostureReport report, Evaluate evaluate, TimePo
                                  std::chrono::seconds nonce_ttl, CheckinDone done)
 {
     auto outcome = std::make_shared<std::optional<ApiResult<EncodedDecision>>>();
-    auto job = [this, report = std::move(report), evaluate = std::move(evaluate), now, nonce_ttl, outcome](Connection& db) {
-        *outcome = record_checkin(db, report, evaluate, now, nonce_ttl);
+    auto job = [this, checkin = QueuedCheckin(std::move(report)), evaluate = std::move(evaluate), now, nonce_ttl,
+                outcome](Connection& db) {
+        *outcome = record_checkin(db, checkin, evaluate, now, nonce_ttl);
         if (!*outcome) return JobOutcome::escalated;
         return (*outcome)->has_error() ? JobOutcome::rolled_back : JobOutcome::kept;
     };
