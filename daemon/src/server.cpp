@@ -159,13 +159,12 @@ using CheckinHandler = net::async_result<net::use_awaitable_t<>, void(HttpRespon
 // Check-in outcomes from the store's commit thread on their way to one worker's sessions. The
 // commit thread gives a batch's outcomes one after another; the first of them posts one drain
 // and the rest join it, so that a batch wakes the worker's thread once rather than once per
-// check-in (each wake is a reactor interrupt, and often a contended lock, on both threads).
-// put() is thread-safe; drain() runs on the worker's thread.
+// check-in (each wake is a reactor interrupt, and often a contended lock, on both threads). The
+// answer is made from the outcome on the worker's thread. put() is thread-safe; drain() runs on
+// the worker's thread.
 class CheckinInbox {
 public:
-    using Answer = std::function<HttpResponse(ApiResult<EncodedDecision>)>;
-
-    CheckinInbox(net::io_context& ioc, Answer answer) : ioc_(ioc), answer_(std::move(answer)) {}
+    CheckinInbox(net::io_context& ioc, Router const& router) : ioc_(ioc), router_(router) {}
 
     void put(CheckinHandler handler, ApiResult<EncodedDecision> outcome)
     {
@@ -190,12 +189,12 @@ private:
             std::lock_guard lock(mutex_);
             std::swap(draining_, waiting_);
         }
-        for (auto& w : draining_) std::move(w.handler)(answer_(std::move(w.outcome)));
+        for (auto& w : draining_) std::move(w.handler)(router_.checkin_response(std::move(w.outcome)));
         draining_.clear();  // keeps its capacity for the next batch
     }
 
     net::io_context& ioc_;
-    Answer answer_;
+    Router const& router_;
     std::mutex mutex_;
     std::vector<Waiting> waiting_;
     std::vector<Waiting> draining_;  // the worker's thread only
@@ -207,7 +206,7 @@ struct Worker {
         ApiSocket* stream;
         bool idle;
     };
-    explicit Worker(CheckinInbox::Answer answer) : checkins(ioc, std::move(answer)) {}
+    explicit Worker(Router const& router) : checkins(ioc, router) {}
 
     net::io_context ioc{1};
     net::executor_work_guard<net::io_context::executor_type> guard{ioc.get_executor()};
@@ -221,10 +220,7 @@ struct Server::Impl {
     Impl(ServerOptions o, SslCtxPtr tls_ctx, Router const& r, Metrics& m)
         : options(std::move(o)), tls(std::make_shared<ssl::context>(tls_ctx.release())), router(r), metrics(m)
     {
-        for (int i = 0; i < std::max(1, options.threads); ++i) {
-            workers.push_back(std::make_unique<Worker>(
-                [this](ApiResult<EncodedDecision> outcome) { return router.checkin_response(std::move(outcome)); }));
-        }
+        for (int i = 0; i < std::max(1, options.threads); ++i) workers.push_back(std::make_unique<Worker>(router));
     }
     ~Impl()
     {
@@ -558,7 +554,6 @@ net::awaitable<HttpResponse> Server::Impl::check_in(Worker& worker, ClientId con
             // CheckinDone must be copyable; the coroutine's handler is move-only.
             auto shared = std::make_shared<CheckinHandler>(std::move(handler));
             checkins_in_store.fetch_add(1);
-            // The answer is made on the session's thread, not the store's commit thread.
             auto reply = [this, &worker, shared](ApiResult<EncodedDecision> outcome) {
                 worker.checkins.put(std::move(*shared), std::move(outcome));
                 checkins_in_store.fetch_sub(1);
