@@ -74,15 +74,14 @@ void append_escape(Text& out, unsigned char c)
     }
 }
 
-// Writes `,"name":` (no comma right after `{` or `[`) at `to`, which has room; returns its end.
-char* put_name(char* to, bool comma, std::string_view name)
+// Writes `,"name":` (no comma right after `{` or `[`) at `to`, which has room for
+// 1 + Name::kPrefixRoom bytes; returns the end of what counts.
+char* put_name(char* to, bool comma, Name const& name)
 {
-    if (comma) *to++ = ',';
-    *to++ = '"';
-    to = std::copy(name.begin(), name.end(), to);
-    *to++ = '"';
-    *to++ = ':';
-    return to;
+    *to = ',';
+    to += comma;
+    std::memcpy(to, name.padded_prefix(), Name::kPrefixRoom);
+    return to + name.prefix_size();
 }
 
 // Whether a member or an element written next needs a comma before it.
@@ -118,27 +117,28 @@ void append_string(Text& out, std::string_view s)
     out.raw('"');
 }
 
-void append_member(Text& out, Name name, std::string_view value)
+void append_member(Text& out, Name const& name, std::string_view value)
 {
     auto const comma = needs_comma(out);
     auto const plain = find_escape(value, 0) == value.size();  // the usual case: written in one go
-    auto* const start = out.room(name.text().size() + 4 + (plain ? value.size() + 2 : 0));
-    auto* end = put_name(start, comma, name.text());
+    auto* const start = out.room(1 + Name::kPrefixRoom + (plain ? value.size() + 2 : 0));
+    auto* end = put_name(start, comma, name);
     if (plain) {
         *end++ = '"';
-        end = std::copy(value.begin(), value.end(), end);
+        if (!value.empty()) std::memcpy(end, value.data(), value.size());
+        end += value.size();
         *end++ = '"';
     }
     out.added(static_cast<std::size_t>(end - start));
     if (!plain) append_string(out, value);
 }
 
-void append_member(Text& out, Name name, std::int64_t value)
+void append_member(Text& out, Name const& name, std::int64_t value)
 {
     auto const comma = needs_comma(out);
-    auto const room = name.text().size() + 4 + 20;  // 20: the digits and sign of any int64
+    auto const room = 1 + Name::kPrefixRoom + 20;  // 20: the digits and sign of any int64
     auto* const start = out.room(room);
-    auto* const end = std::to_chars(put_name(start, comma, name.text()), start + room, value).ptr;
+    auto* const end = std::to_chars(put_name(start, comma, name), start + room, value).ptr;
     out.added(static_cast<std::size_t>(end - start));
 }
 

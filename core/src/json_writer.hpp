@@ -60,25 +60,40 @@ void append_string(Text& out, std::string_view s);
 void append_key(Text& out, std::string_view key);
 
 // A member name written as it is: a string literal, checked at compile time to need no escape.
+// It holds its member's prefix, `"name":`, ready to copy in one fixed-size move: a decision
+// writes about thirty members, and copying the name piece by piece was a third of that.
 class Name {
 public:
+    static constexpr std::size_t kPrefixRoom = 32;  // `"name":` and the bytes after it, copied too
+
     template <std::size_t N>
-    consteval Name(char const (&text)[N]) : text_(text, N - 1)  // NOLINT: implicit from a literal
+    consteval Name(char const (&text)[N])  // NOLINT: implicit from a literal
     {
-        for (char const c : text_) {
+        static_assert(N + 2 <= kPrefixRoom, "a Name is at most 29 characters");
+        prefix_[0] = '"';
+        for (std::size_t i = 0; i + 1 < N; ++i) {
+            char const c = text[i];
             if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) throw "a Name needs no escape";
+            prefix_[i + 1] = c;
         }
+        prefix_[N] = '"';
+        prefix_[N + 1] = ':';
+        size_ = N + 2;
     }
-    [[nodiscard]] std::string_view text() const { return text_; }
+    [[nodiscard]] std::string_view text() const { return {prefix_ + 1, size_ - 3}; }
+    // `"name":` at the front of kPrefixRoom bytes; prefix_size() of them count.
+    [[nodiscard]] char const* padded_prefix() const { return prefix_; }
+    [[nodiscard]] std::size_t prefix_size() const { return size_; }
 
 private:
-    std::string_view text_;
+    char prefix_[kPrefixRoom]{};
+    std::size_t size_ = 0;
 };
 
 // Appends `,"name":` (without the comma right after `{` or `[`) and the string value.
-void append_member(Text& out, Name name, std::string_view value);
+void append_member(Text& out, Name const& name, std::string_view value);
 
 // Appends `,"name":` (without the comma right after `{` or `[`) and the integer.
-void append_member(Text& out, Name name, std::int64_t value);
+void append_member(Text& out, Name const& name, std::int64_t value);
 
 }  // namespace exemptd::json_writer
