@@ -4,6 +4,7 @@
 #include "exemptd/json_reader.hpp"
 #include "json_writer.hpp"
 
+#include <boost/container/small_vector.hpp>
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -12,6 +13,7 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <deque>
 #include <functional>
 #include <vector>
 
@@ -54,6 +56,13 @@ std::optional<FactValue> fact_from_json(boost::json::value const& v)
     return std::nullopt;
 }
 
+// Whether `part` is a view into `whole`: text the parser handed over from the body itself.
+bool is_inside(std::string_view part, std::string_view whole)
+{
+    return std::less_equal<char const*>{}(whole.data(), part.data()) &&
+           std::less_equal<char const*>{}(part.data() + part.size(), whole.data() + whole.size());
+}
+
 // A report's field as the scanner met it. A later duplicate key replaces an earlier one, as it
 // does in a parsed boost::json object. The text is a view into the body when the parser handed it
 // over from there (a string without escapes, in one piece), and a copy of its own otherwise: the
@@ -78,9 +87,7 @@ struct SeenField {
     void set_string(std::string_view s, std::string_view body)
     {
         kind = Kind::string;
-        auto const in_body = std::less_equal<char const*>{}(body.data(), s.data()) &&
-                             std::less_equal<char const*>{}(s.data() + s.size(), body.data() + body.size());
-        if (s.empty() || in_body) {
+        if (s.empty() || is_inside(s, body)) {
             text = s;
         } else {
             copy.assign(s);
@@ -95,9 +102,10 @@ struct SeenField {
     }
 };
 
-// One entry of "facts": its value, or nullopt when a fact may not have its type.
+// One entry of "facts": its name (a view into the body, or into the scanner's copies of names
+// that were not in it), and its value, or nullopt when a fact may not have its type.
 struct SeenFact {
-    std::string name;
+    std::string_view name;
     std::optional<FactValue> value;
 };
 
@@ -105,12 +113,19 @@ enum class Field { device_id, hostname, serial, os, facts, agent_version, report
 
 Field field_named(std::string_view name)
 {
-    static constexpr std::string_view kNames[] = {"device_id", "hostname",      "serial",      "os",
-                                                  "facts",     "agent_version", "reported_at", "nonce"};
-    for (std::size_t i = 0; i < std::size(kNames); ++i) {
-        if (kNames[i] == name) return static_cast<Field>(i);
+    // Told apart by their first letter, then compared once: this runs for every root key.
+    auto const is = [name](std::string_view known, Field f) { return name == known ? f : Field::unknown; };
+    switch (name.empty() ? '\0' : name.front()) {
+    case 'd': return is("device_id", Field::device_id);
+    case 'h': return is("hostname", Field::hostname);
+    case 's': return is("serial", Field::serial);
+    case 'o': return is("os", Field::os);
+    case 'f': return is("facts", Field::facts);
+    case 'a': return is("agent_version", Field::agent_version);
+    case 'r': return is("reported_at", Field::reported_at);
+    case 'n': return is("nonce", Field::nonce);
+    default: return Field::unknown;
     }
-    return Field::unknown;
 }
 
 // A boost::json parser handler that picks a report's fields out of the body as it is parsed,
@@ -172,7 +187,8 @@ private:
     std::array<SeenField, static_cast<std::size_t>(Field::count)> fields_;
     SeenField os_name_;
     SeenField os_version_;
-    std::vector<SeenFact> facts_;
+    boost::container::small_vector<SeenFact, 16> facts_;  // a report's facts, usually without an allocation
+    std::deque<std::string> fact_names_;                 // names not in the body; a deque never moves them
     bool too_many_facts_ = false;
 };
 
@@ -215,7 +231,7 @@ bool ReportScanner::key(std::string_view name)
         auto const same = std::find_if(facts_.begin(), facts_.end(), [&](auto const& f) { return f.name == name; });
         fact_ = static_cast<std::size_t>(same - facts_.begin());  // a duplicate's value replaces the first's
         if (same == facts_.end()) {
-            if (facts_.size() < kMaxFacts) facts_.push_back({std::string(name), std::nullopt});
+            if (facts_.size() < kMaxFacts) facts_.push_back({is_inside(name, body_) ? name : fact_names_.emplace_back(name), std::nullopt});
             else too_many_facts_ = true;  // a 65th name, not kept: fact_here() is null for its value
         }
     }
@@ -296,8 +312,8 @@ ApiResult<PostureReport> ReportScanner::report()
         if (too_many_facts_) fail("facts", "has more than 64 entries");
         for (auto& [name, value] : facts_) {
             if (name.empty() || name.size() > kMaxFactKey) fail("facts", "has an empty or overlong name");
-            if (!value) fail("facts." + name, "must be a boolean, number or short string");
-            if (!error) report.facts.emplace(std::move(name), std::move(*value));
+            if (!value) fail("facts." + std::string(name), "must be a boolean, number or short string");
+            if (!error) report.facts.emplace(name, std::move(*value));
         }
     }
     report.agent_version = string(field(Field::agent_version), "agent_version", Need::optional, 64);
