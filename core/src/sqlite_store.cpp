@@ -630,7 +630,7 @@ EncodedDecision store_decision(Connection& db, std::string const& device_id, Eva
                                               std::string(decision_word(decision)), std::move(evaluated.key),
                                               std::move(stored.active)});
     }
-    return EncodedDecision{std::move(decision), std::move(decision_json)};
+    return EncodedDecision{std::move(decision_json), device_id, decision.allow, decision.basis};
 }
 
 // Re-evaluates a device that has checked in and stores its decision; nothing when it never did.

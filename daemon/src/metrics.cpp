@@ -48,9 +48,9 @@ void histogram(std::string& out, std::string_view name, std::string_view labels,
 
 }  // namespace
 
-void Metrics::count_checkin(Decision const& decision) noexcept
+void Metrics::count_checkin(Basis basis) noexcept
 {
-    checkins_[static_cast<std::size_t>(decision.basis)].fetch_add(1, std::memory_order_relaxed);
+    checkins_[static_cast<std::size_t>(basis)].fetch_add(1, std::memory_order_relaxed);
 }
 
 void Metrics::observe_request(std::optional<Action> route, int status, std::chrono::nanoseconds elapsed) noexcept

@@ -41,8 +41,8 @@ public:
     // it must outlive the metrics.
     explicit Metrics(Store const* store = nullptr) : store_(store) {}
 
-    // Counts one check-in answered with `decision`.
-    void count_checkin(Decision const& decision) noexcept;
+    // Counts one check-in answered with a decision on `basis`.
+    void count_checkin(Basis basis) noexcept;
     // Records one answered request: its route (nullopt when the request line was refused before
     // routing), status and the time from its headers to the end of its answer.
     void observe_request(std::optional<Action> route, int status, std::chrono::nanoseconds elapsed) noexcept;

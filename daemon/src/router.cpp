@@ -402,10 +402,9 @@ void Router::check_in_async(ClientId const& client, std::string const& body, Che
 HttpResponse Router::checkin_response(ApiResult<EncodedDecision> outcome) const
 {
     if (!outcome) return error_response(outcome.error());
-    auto const& decision = outcome->decision;
-    metrics_.count_checkin(decision);
-    spdlog::debug("event=checkin device={} decision={} basis={}", decision.device_id, decision.allow ? "allow" : "deny",
-                  to_string(decision.basis));
+    metrics_.count_checkin(outcome->basis);
+    spdlog::debug("event=checkin device={} decision={} basis={}", outcome->device_id, outcome->allow ? "allow" : "deny",
+                  to_string(outcome->basis));
     return {200, std::move(outcome->json)};
 }
 

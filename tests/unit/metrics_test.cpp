@@ -55,10 +55,7 @@ TEST_CASE("Request latency lands in cumulative per-route buckets", "[metrics]")
 TEST_CASE("Check-ins, handshake failures and agreement verifications are counted by label", "[metrics]")
 {
     Metrics metrics;
-    exemptd::Decision decision;
-    decision.allow = true;
-    decision.basis = exemptd::Basis::grace;
-    metrics.count_checkin(decision);
+    metrics.count_checkin(exemptd::Basis::grace);
     metrics.count_handshake_failure(HandshakeFailure::certificate_revoked);
     metrics.count_handshake_failure(HandshakeFailure::certificate_revoked);
     metrics.count_agreement_verification("verified");

@@ -66,11 +66,15 @@ struct ImportAudit {
     std::string file_sha256;  // hex SHA-256 of the CSV as received
 };
 
-// A decision and its SPEC JSON (encode_decision): a check-in encodes it once, for the database
-// and the answer alike.
+// A check-in's decision as its answer needs it: the SPEC JSON (encode_decision), encoded once for
+// the database and the answer alike, and what the daemon counts and logs. The Decision itself
+// stays on the store's thread, which made it: freeing its strings on the thread that answers cost
+// more than the rest of its journey.
 struct EncodedDecision {
-    Decision decision;
     std::string json;
+    std::string device_id;
+    bool allow = false;
+    Basis basis = Basis::noncompliant;
 };
 
 // Receives a check-in's result, or why it was refused.
@@ -208,8 +212,10 @@ public:
         std::promise<ApiResult<Decision>> answer;
         auto result = answer.get_future();
         check_in_async(report, evaluate, now, nonce_ttl, [&answer](ApiResult<EncodedDecision> r) {
-            if (r) return answer.set_value(std::move(r->decision));
-            answer.set_value(std::move(r).error());
+            if (!r) return answer.set_value(std::move(r).error());
+            auto decision = decode_decision(r->json);
+            if (!decision) return answer.set_value(api_error(500, "internal_error", "The stored decision does not read back."));
+            answer.set_value(std::move(*decision));
         });
         return result.get();
     }
