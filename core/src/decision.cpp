@@ -111,6 +111,20 @@ std::string encode_decision(Decision const& d)
     return std::move(out).take();
 }
 
+bool restamp_decision(std::string& json, TimePoint at)
+{
+    // A string value escapes its quotes, so `,"evaluated_at":"` is found only as the member.
+    static constexpr std::string_view kMember = R"(,"evaluated_at":")";
+    static constexpr std::size_t kWidth = 20;  // 2026-11-27T21:00:00Z
+    auto const member = json.rfind(kMember);
+    if (member == std::string::npos) return false;
+    auto const value = member + kMember.size();
+    Rfc3339Text const text(at);
+    if (value + kWidth >= json.size() || json[value + kWidth] != '"' || text.view().size() != kWidth) return false;
+    json.replace(value, kWidth, text.view());
+    return true;
+}
+
 Result<Decision> decision_from_json(boost::json::value const& v)
 {
     if (!v.is_object()) return make_error_code(Errc::request_invalid);

@@ -127,6 +127,14 @@ Decision evaluate(Policy const& policy, DeviceFacts const& device, std::span<Cov
     }
     decision.allow = !uncovered;
     decision.basis = uncovered ? Basis::noncompliant : in_grace ? Basis::grace : covered ? Basis::exempted : Basis::compliant;
+    // The only comparisons with `now` above: an exemption's expiry and a grace's end.
+    decision.stable_until = TimePoint::max();
+    for (auto const& ex : exemptions) {
+        if (ex.expires_at > now) decision.stable_until = std::min(decision.stable_until, ex.expires_at);
+    }
+    for (auto const& c : decision.controls) {
+        if (c.grace_until) decision.stable_until = std::min(decision.stable_until, *c.grace_until);
+    }
     return decision;
 }
 

@@ -461,6 +461,15 @@ struct EvaluationState {
     // Shared with the cache, which keeps it unchanged: only an exemption's or an agreement's
     // write changes it, and that empties the cache. Null: not read yet.
     std::shared_ptr<ActiveExemptions const> active;
+    // Only in the cache, from the check-in that put it there: its decision's text and the facts
+    // it was evaluated from. A next check-in with the same facts that evaluates to the same key
+    // under the same policy, between evaluated_at and the decision's stable_until, gets the same
+    // decision but for its time: its text is this one restamped (restamp_decision), not encoded.
+    std::string decision_json;
+    std::string facts_json;
+    std::string policy_version;
+    TimePoint evaluated_at{};
+    TimePoint stable_until{};
 };
 
 // Commit thread only: each device's state as its last check-in left it, so that the next check-in
@@ -471,32 +480,50 @@ class EvaluationStateCache {
 public:
     static constexpr std::size_t kMaxDevices = 32768;
 
-    EvaluationState const* find(std::string const& device_id) const
+    // Moves a device's state out of the cache (the job puts its next state back); nullopt when
+    // the cache does not have it. Its entry is kept aside, so that putting it back allocates
+    // nothing.
+    std::optional<EvaluationState> take(std::string const& device_id)
     {
-        auto const it = states_.find(device_id);
-        return it == states_.end() ? nullptr : &it->second;
+        spare_ = states_.extract(device_id);
+        if (spare_.empty()) return std::nullopt;
+        return std::move(spare_.mapped());
     }
     void put(std::string const& device_id, EvaluationState state)
     {
         if (states_.size() >= kMaxDevices && !states_.contains(device_id)) states_.clear();
-        states_.insert_or_assign(device_id, std::move(state));
+        if (!spare_.empty() && spare_.key() == device_id) {
+            spare_.mapped() = std::move(state);
+            states_.insert(std::move(spare_));
+        } else {
+            states_.insert_or_assign(device_id, std::move(state));
+        }
         put_in_job_ = device_id;
     }
-    void begin_job() { put_in_job_.reset(); }
+    void begin_job()
+    {
+        put_in_job_.reset();
+        spare_ = {};
+    }
+    // Forgets what the running job put, and what it took (it is read again when needed).
     void roll_back_job()
     {
         if (put_in_job_) states_.erase(*put_in_job_);
         put_in_job_.reset();
+        spare_ = {};
     }
     void clear()
     {
         states_.clear();
         put_in_job_.reset();
+        spare_ = {};
     }
 
 private:
-    std::unordered_map<std::string, EvaluationState> states_;
+    using States = std::unordered_map<std::string, EvaluationState>;
+    States states_;
     std::optional<std::string> put_in_job_;  // the device whose state the running job put
+    States::node_type spare_;                // the entry the running job took
 };
 
 // What evaluating a device needs: its facts (with the registry view, the failure streaks and the
@@ -520,11 +547,12 @@ ActiveExemptions read_active_exemptions(Connection& db, std::string const& devic
 // nullopt when the device is unknown or, unless `fresh_facts` are given, has never checked in
 // (no facts to evaluate). With `known` (only beside fresh facts), the row is not read.
 std::optional<EvaluationInput> evaluation_input(Connection& db, std::string const& device_id,
-                                                Facts const* fresh_facts = nullptr, EvaluationState const* known = nullptr)
+                                                Facts const* fresh_facts = nullptr,
+                                                std::optional<EvaluationState> known = std::nullopt)
 {
     EvaluationInput in;
-    if (known != nullptr && fresh_facts != nullptr) {
-        in.stored = *known;
+    if (known && fresh_facts != nullptr) {
+        in.stored = std::move(*known);
         in.facts.facts = *fresh_facts;
     } else {
         auto& row = db.prepare("SELECT enrolled, facts_json, failing_since, decision_json, last_checkin, owner, "
@@ -563,13 +591,13 @@ struct Evaluated {
 };
 
 // Re-evaluates a device, writing nothing. With a `report` (a check-in), evaluates its facts,
-// reading the rest from `cache` when it has the device; without, nullopt when the device never
-// checked in. nullopt when the device is unknown.
+// taking the rest from `cache` when it has the device (store_decision puts it back); without,
+// nullopt when the device never checked in. nullopt when the device is unknown.
 std::optional<Evaluated> evaluate_device(Connection& db, std::string const& device_id, Evaluate const& evaluate,
-                                         PostureReport const* report, EvaluationStateCache const* cache)
+                                         PostureReport const* report, EvaluationStateCache* cache)
 {
-    EvaluationState const* known = cache != nullptr && report != nullptr ? cache->find(device_id) : nullptr;
-    auto in = evaluation_input(db, device_id, report ? &report->facts : nullptr, known);
+    auto known = cache != nullptr && report != nullptr ? cache->take(device_id) : std::nullopt;
+    auto in = evaluation_input(db, device_id, report ? &report->facts : nullptr, std::move(known));
     if (!in) return std::nullopt;
     Decision decision = evaluate(in->facts, in->active());
     auto key = decision_key(decision);
@@ -591,6 +619,17 @@ struct QueuedCheckin {
     }
 };
 
+// Whether `evaluated`, from a check-in reporting `facts_json`, is the decision cached with its
+// state but for its time (see EvaluationState): nothing it depends on has changed since.
+bool decides_again(Evaluated const& evaluated, std::string const& facts_json)
+{
+    auto const& last = evaluated.in.stored;
+    auto const& d = evaluated.decision;
+    return !last.decision_json.empty() && last.facts_json == facts_json && last.stored_key == evaluated.key &&
+           last.policy_version == d.policy_version && last.evaluated_at <= d.evaluated_at &&
+           d.evaluated_at < last.stable_until;
+}
+
 // Stores an evaluated decision and records a change in the decision history and the audit
 // trail. With a `checkin`, stores its facts and identity fields in the same UPDATE and puts the
 // device's new state in `cache`.
@@ -599,7 +638,16 @@ EncodedDecision store_decision(Connection& db, std::string const& device_id, Eva
 {
     auto const* report = checkin ? &checkin->report : nullptr;
     auto& decision = evaluated.decision;
-    auto decision_json = encode_decision(decision);
+    auto& stored = evaluated.in.stored;
+    // A check-in that decides again restamps the cached text: encoding the decision is the largest
+    // cost on the commit thread after SQLite's.
+    std::string decision_json;
+    bool again = checkin != nullptr && decides_again(evaluated, checkin->facts_json);
+    if (again) {
+        decision_json = stored.decision_json;
+        again = restamp_decision(decision_json, decision.evaluated_at);
+    }
+    if (!again) decision_json = encode_decision(decision);
     auto streaks = failure_streaks(decision);
     auto const streaks_json = streaks_to_json(streaks);
     // Bound without copies: every value outlives update.run().
@@ -616,7 +664,6 @@ EncodedDecision store_decision(Connection& db, std::string const& device_id, Eva
             .bind_static(10, report->os_version).bind(11, seconds_of(now)).bind_static(12, checkin->facts_json);
     }
     update.run();
-    auto& stored = evaluated.in.stored;
     if (evaluated.changed()) {
         db.prepare("INSERT INTO decision_history (device_id, at, decision_json) VALUES (?1, ?2, ?3)")
             .bind(1, device_id).bind(2, seconds_of(now)).bind(3, decision_json).run();
@@ -626,9 +673,27 @@ EncodedDecision store_decision(Connection& db, std::string const& device_id, Eva
         append_audit(db, {now, "exemptd", "decision.changed", "device:" + device_id, boost::json::serialize(details)});
     }
     if (cache != nullptr && report != nullptr) {
-        cache->put(device_id, EvaluationState{stored.enrolled, std::move(stored.owner), std::move(streaks),
-                                              std::string(decision_word(decision)), std::move(evaluated.key),
-                                              std::move(stored.active)});
+        EvaluationState next;
+        next.enrolled = stored.enrolled;
+        next.owner = std::move(stored.owner);
+        next.failing_since = std::move(streaks);
+        next.stored_word = decision_word(decision);
+        next.stored_key = std::move(evaluated.key);
+        next.active = std::move(stored.active);
+        if (again) {  // the text it was restamped from stays
+            next.decision_json = std::move(stored.decision_json);
+            next.facts_json = std::move(stored.facts_json);
+            next.policy_version = std::move(stored.policy_version);
+            next.evaluated_at = stored.evaluated_at;
+            next.stable_until = stored.stable_until;
+        } else {
+            next.decision_json = decision_json;
+            next.facts_json = checkin->facts_json;
+            next.policy_version = std::move(decision.policy_version);
+            next.evaluated_at = decision.evaluated_at;
+            next.stable_until = decision.stable_until;
+        }
+        cache->put(device_id, std::move(next));
     }
     return EncodedDecision{std::move(decision_json), device_id, decision.allow, decision.basis};
 }

@@ -391,6 +391,50 @@ TEST_CASE("encode_decision writes exactly what serializing decision_to_json writ
     CHECK(exemptd::encode_decision(d) == boost::json::serialize(exemptd::decision_to_json(d)));
 }
 
+TEST_CASE("A decision holds until the first exemption expiry or grace end after it", "[evaluator]")
+{
+    auto device = compliant_device();
+    CHECK(decide(device).stable_until == exemptd::TimePoint::max());  // nothing can change with time alone
+
+    device.facts["disk_encrypted"] = FactValue{false};  // ENC-01 in grace until kNow + 72h
+    device.enrolled = false;                             // MDM-01 covered until kNow + 24h
+    std::vector<CoveringExemption> const exemptions{exemption("EX-000001", {"MDM-01"}, kNow + 24h),
+                                                    exemption("EX-000002", {"OS-01"}, kNow + 10h),
+                                                    exemption("EX-000003", {"OS-01"}, kNow - 1h)};  // expired
+    auto const d = decide(device, exemptions);
+    CHECK(d.stable_until == kNow + 10h);  // an exemption that covers nothing yet may start to
+    // Evaluated again before then, with its own failure streaks, the device gets the same text.
+    device.failing_since = exemptd::failure_streaks(d);
+    auto const later = decide(device, exemptions, d.stable_until - 1s);
+    auto restamped = exemptd::encode_decision(d);
+    REQUIRE(exemptd::restamp_decision(restamped, later.evaluated_at));
+    CHECK(restamped == exemptd::encode_decision(later));
+    CHECK(decide(device, {exemptions[0]}).stable_until == kNow + 24h);
+    CHECK(decide(device, {exemptions[0]}, kNow + 24h).stable_until == kNow + 72h);
+}
+
+TEST_CASE("Restamping a decision's text writes what encoding it at that time writes", "[evaluator]")
+{
+    auto device = compliant_device();
+    device.facts["disk_encrypted"] = FactValue{false};
+    auto d = decide(device);
+    auto text = exemptd::encode_decision(d);
+    REQUIRE(exemptd::restamp_decision(text, kNow + 5h + 7s));
+    d.evaluated_at = kNow + 5h + 7s;
+    CHECK(text == exemptd::encode_decision(d));
+    // A title that reads like the member does not fool it.
+    d.controls.front().title = R"(,"evaluated_at":"2000-01-01T00:00:00Z")";
+    text = exemptd::encode_decision(d);
+    REQUIRE(exemptd::restamp_decision(text, kNow));
+    d.evaluated_at = kNow;
+    CHECK(text == exemptd::encode_decision(d));
+    for (std::string bad : {"", "{}", R"({"evaluated_at":"2026-11-27T21:00:00Z"})", R"(,"evaluated_at":"2026")"}) {
+        auto const before = bad;
+        CHECK_FALSE(exemptd::restamp_decision(bad, kNow));
+        CHECK(bad == before);
+    }
+}
+
 TEST_CASE("A decision round-trips through its SPEC JSON", "[evaluator]")
 {
     auto device = compliant_device();

@@ -379,6 +379,62 @@ TEST_CASE("A check-in that changes the decision is written once, and durably", "
     CHECK(commits(*store) == 5);
 }
 
+TEST_CASE("A check-in that decides again stores exactly the text of its own decision", "[store]")
+{
+    // The store restamps the text cached from the device's last check-in instead of encoding the
+    // decision again when nothing it depends on changed: it must write what encoding would.
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+    Inspector db(path);
+    int nonce = 0;
+    // Checks in with `posture` at `at`; the stored text must be what encoding a fresh evaluation
+    // (from the database, with no cache) at `at` writes.
+    auto const check_in_as = [&](PostureJson posture, TimePoint at) {
+        auto r = posture.reported_at(at).nonce("nonce-000" + std::to_string(++nonce)).report();
+        REQUIRE(store->check_in(r, standard_evaluate(at), at, kNonceTtl));
+        auto const fresh = store->current_decision("LAPTOP-0042", standard_evaluate(at));
+        REQUIRE(fresh);
+        REQUIRE(*fresh);
+        auto const stored = db.rows("SELECT decision_json FROM devices WHERE device_id = 'LAPTOP-0042'").at(0).at(0);
+        CHECK(stored == exemptd::encode_decision(**fresh));
+        return stored;
+    };
+    auto const unencrypted = PostureJson{"LAPTOP-0042", t0}.fact("disk_encrypted", false);
+
+    auto const first = check_in_as(unencrypted, t0);
+    SECTION("the same facts later: the same decision, evaluated at the later time") {
+        auto const again = check_in_as(unencrypted, t0 + 1h);
+        CHECK_THAT(again, Catch::Contains(R"("evaluated_at":"2026-11-27T22:00:00Z")"));
+        CHECK(again.size() == first.size());
+        check_in_as(unencrypted, t0 + 2h);
+    }
+    SECTION("other facts with the same outcome: what they observed") {
+        auto const again = check_in_as(PostureJson{unencrypted}.fact("screen_lock_seconds", 200), t0 + 1h);
+        CHECK_THAT(again, Catch::Contains(R"("observed":"200")"));
+    }
+    SECTION("past the end of a grace, though every control still passes or fails as before") {
+        // OS-01 fails too (no grace), so the decision is deny before and after ENC-01's grace ends.
+        auto const unpatched = PostureJson{unencrypted}.fact("os_patch_age_days", 45);
+        auto const before = check_in_as(unpatched, t0 + 1h);
+        CHECK_THAT(before, Catch::Contains(R"("grace_until":"2026-11-30T21:00:00Z")"));
+        auto const after = check_in_as(unpatched, t0 + 72h);
+        CHECK_THAT(after, !Catch::Contains("grace_until"));
+    }
+    SECTION("a policy of another version") {
+        static exemptd::Policy const other = exemptd::test::policy_from_yaml(
+            std::regex_replace(exemptd::test::kStandardPolicyYaml, std::regex("interval_seconds: 600"), "interval_seconds: 300"));
+        auto r = PostureJson{unencrypted}.reported_at(t0 + 1h).nonce("nonce-other").report();
+        auto const evaluate = [](DeviceFacts const& facts, std::vector<exemptd::Exemption> const&) {
+            return exemptd::evaluate(other, facts, {}, t0 + 1h);
+        };
+        REQUIRE(store->check_in(r, evaluate, t0 + 1h, kNonceTtl));
+        auto const stored = db.rows("SELECT decision_json FROM devices WHERE device_id = 'LAPTOP-0042'").at(0).at(0);
+        CHECK_THAT(stored, Catch::Contains(R"("next_checkin_seconds":300)"));
+    }
+}
+
 TEST_CASE("A check-in that fails part-way writes nothing, and its nonce is not spent", "[store]")
 {
     // A check-in runs without a savepoint of its own: a failure after its first write loses the

@@ -35,6 +35,11 @@ struct Decision {
     std::string policy_version;
     TimePoint evaluated_at{};
     int next_checkin_seconds = 900;
+    // Not part of the JSON. Evaluated again before this time, from the same facts, registry
+    // entry, exemptions and policy, and with this decision's failure streaks, the device gets this
+    // same decision but for evaluated_at: no exemption expires and no grace ends before it. The
+    // default promises nothing.
+    TimePoint stable_until{};
 };
 
 // The SPEC JSON for a decision. Thread-safe.
@@ -42,6 +47,11 @@ struct Decision {
 // The same as text: exactly boost::json::serialize(decision_to_json(d)), without the DOM.
 // Thread-safe.
 [[nodiscard]] std::string encode_decision(Decision const& d);
+
+// Replaces the evaluated_at of `json`, a decision's text as encode_decision writes it, with `at`:
+// the text encode_decision writes for the same decision evaluated at `at`. False, with `json`
+// unchanged, when it has no evaluated_at of the usual width (20 bytes). Thread-safe.
+[[nodiscard]] bool restamp_decision(std::string& json, TimePoint at);
 
 // Parses a decision as the daemon sends it; the client and the store use it. Thread-safe.
 [[nodiscard]] Result<Decision> decode_decision(std::string_view json);
