@@ -203,6 +203,20 @@ INSERT INTO devices_rebuilt (device_id, enrolled, owner, source, enrollment_upda
 DROP TABLE devices;
 ALTER TABLE devices_rebuilt RENAME TO devices;
 )sql",
+    // One row of the nonce log per transaction instead of per check-in: a row per check-in was a
+    // tenth of a check-in's cost on the commit thread, and inserting one costs about as much
+    // whatever its size. `nonces` is "device_id\nnonce\n" for each check-in (neither may hold a
+    // newline); seen_at is the latest of their times.
+    R"sql(
+CREATE TABLE checkin_nonce_batches (
+  seq INTEGER PRIMARY KEY,
+  seen_at INTEGER NOT NULL,
+  nonces TEXT NOT NULL
+);
+INSERT INTO checkin_nonce_batches (seq, seen_at, nonces)
+  SELECT seq, seen_at, device_id || char(10) || nonce || char(10) FROM checkin_nonce_log ORDER BY seq;
+DROP TABLE checkin_nonce_log;
+)sql",
 };
 
 std::int64_t seconds_of(TimePoint t)
@@ -887,6 +901,8 @@ private:
                                                               TimePoint now, std::chrono::seconds nonce_ttl);
     void prune_nonce_log(Connection& db, std::int64_t before);
     void load_nonce_log();
+    void log_transaction_nonces();
+    void clear_transaction_nonces();
     void run_transaction(std::vector<PendingWrite*> const& jobs, std::vector<PendingWrite*>* escalate);
     void set_durable(bool durable);
     static int on_wal_commit(void* self, sqlite3* db, char const* name, int wal_pages);
@@ -912,8 +928,13 @@ private:
     std::thread checkpointer_;
     // Commit thread only: the nonces of committed check-ins and of those in the open transaction
     // (txn_nonces_, forgotten again if it is rolled back), and how far the log is to be pruned.
+    // The open transaction's nonces go to the log as one row, numbered next_nonce_batch_, as
+    // txn_nonce_text_ ("device_id\nnonce\n" each), the latest seen at txn_nonce_seen_at_.
     RecentNonces nonces_;
     std::vector<RecentNonces::Key> txn_nonces_;
+    std::string txn_nonce_text_;
+    std::int64_t txn_nonce_seen_at_ = 0;
+    std::int64_t next_nonce_batch_ = 1;
     std::int64_t nonce_log_prune_to_ = 0;
     bool nonce_log_pruned_ = true;
     bool audit_appended_ = false;          // commit thread only: set by on_row_change
@@ -1075,7 +1096,7 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
     try {
         set_durable(escalate == nullptr);
         relaxed_transaction_ = escalate != nullptr;
-        txn_nonces_.clear();
+        clear_transaction_nonces();
         writer_.prepare("BEGIN IMMEDIATE").run();  // prepared once: exec would parse it every time
         stage = "job";
         for (auto* p : jobs) {
@@ -1087,8 +1108,11 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
             p->committed = outcome == JobOutcome::kept;
             ran.push_back(p);
         }
+        stage = "nonce_log";
+        log_transaction_nonces();
         stage = "commit";
         writer_.prepare("COMMIT").run();
+        if (!txn_nonce_text_.empty()) ++next_nonce_batch_;
     } catch (sqlite::Failure const& f) {
         spdlog::error("event=write_failed stage={} code={} reason=\"{}\"", stage, f.code, f.message);
         note_failure(f.code);
@@ -1099,7 +1123,7 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
         for (auto const key : txn_nonces_) nonces_.forget(key);
         evaluation_states_.clear();
     }
-    txn_nonces_.clear();
+    clear_transaction_nonces();
     commit_latency_.observe(std::chrono::steady_clock::now() - started);
 }
 
@@ -1112,6 +1136,8 @@ JobOutcome SqliteStore::run_job(PendingWrite& pending)
     audit_appended_ = false;
     evaluation_states_.begin_job();
     std::size_t const nonces_before = txn_nonces_.size();
+    std::size_t const nonce_text_before = txn_nonce_text_.size();
+    auto const nonce_seen_at_before = txn_nonce_seen_at_;
     auto outcome = JobOutcome::rolled_back;
     bool failed = false;
     try {
@@ -1141,6 +1167,8 @@ JobOutcome SqliteStore::run_job(PendingWrite& pending)
         else if (failed) throw sqlite::Failure{SQLITE_ABORT, "a self-contained job failed part-way"};
         for (auto i = nonces_before; i < txn_nonces_.size(); ++i) nonces_.forget(txn_nonces_[i]);
         txn_nonces_.resize(nonces_before);
+        txn_nonce_text_.resize(nonce_text_before);
+        txn_nonce_seen_at_ = nonce_seen_at_before;
         evaluation_states_.roll_back_job();
     }
     if (savepoint) writer_.prepare("RELEASE job").run();
@@ -1562,8 +1590,10 @@ std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection
 {
     auto const& report = checkin.report;
     auto const since = seconds_of(now - nonce_ttl);
-    if (auto const expired = nonces_.expire(since); expired > nonce_log_prune_to_) {
-        nonce_log_prune_to_ = expired;
+    // The log's row numbered `expired` may also hold nonces of a bucket still kept (one
+    // transaction's check-ins can straddle two): it goes with the next.
+    if (auto const expired = nonces_.expire(since); expired - 1 > nonce_log_prune_to_) {
+        nonce_log_prune_to_ = expired - 1;
         nonce_log_pruned_ = false;
     }
     auto const key = checkin.nonce_key;
@@ -1577,21 +1607,21 @@ std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection
         db.prepare("INSERT INTO devices (device_id) VALUES (?1)").bind(1, id).run();
         evaluated = evaluate_device(db, id, evaluate, &report, &evaluation_states_);
     }
-    db.prepare("INSERT INTO checkin_nonce_log (device_id, nonce, seen_at) VALUES (?1, ?2, ?3)")
-        .bind_static(1, id).bind_static(2, report.nonce).bind(3, seconds_of(now)).run();
-    nonces_.add(key, seconds_of(now), sqlite3_last_insert_rowid(db.handle()));
+    nonces_.add(key, seconds_of(now), next_nonce_batch_);
     txn_nonces_.push_back(key);
+    txn_nonce_text_.append(id).append(1, '\n').append(report.nonce).append(1, '\n');
+    txn_nonce_seen_at_ = std::max(txn_nonce_seen_at_, seconds_of(now));
     if (!nonce_log_pruned_) prune_nonce_log(db, nonce_log_prune_to_);
     return store_decision(db, id, std::move(*evaluated), now, &checkin, &evaluation_states_);
 }
 
-// Deletes a few of the log's rows numbered up to `last`, oldest first: a check-in adds one row
-// and removes up to 16, so the log keeps up without a long delete stalling a commit. A rolled-back
-// prune leaves rows that the next one takes.
+// Deletes a few of the log's rows numbered up to `last`, oldest first: a transaction adds one row
+// and each check-in removes up to 16, so the log keeps up without a long delete stalling a commit.
+// A rolled-back prune leaves rows that the next one takes.
 void SqliteStore::prune_nonce_log(Connection& db, std::int64_t last)
 {
     constexpr std::int64_t kRowsPerCheckin = 16;
-    db.prepare("DELETE FROM checkin_nonce_log WHERE seq IN (SELECT seq FROM checkin_nonce_log WHERE seq <= ?1 "
+    db.prepare("DELETE FROM checkin_nonce_batches WHERE seq IN (SELECT seq FROM checkin_nonce_batches WHERE seq <= ?1 "
                "ORDER BY seq LIMIT ?2)")
         .bind(1, last).bind(2, kRowsPerCheckin).run();
     if (sqlite3_changes(db.handle()) < kRowsPerCheckin) nonce_log_pruned_ = true;
@@ -1600,9 +1630,39 @@ void SqliteStore::prune_nonce_log(Connection& db, std::int64_t last)
 // Remembers the nonces of the log (the last TTL's, and any a stop left unpruned) in memory.
 void SqliteStore::load_nonce_log()
 {
-    auto& rows = writer_.prepare("SELECT seq, device_id, nonce, seen_at FROM checkin_nonce_log ORDER BY seq");
-    while (rows.step()) nonces_.add(RecentNonces::key(rows.text(1), rows.text(2)), rows.integer(3), rows.integer(0));
+    auto& rows = writer_.prepare("SELECT seq, seen_at, nonces FROM checkin_nonce_batches ORDER BY seq");
+    while (rows.step()) {
+        auto const seq = rows.integer(0);
+        auto const seen_at = rows.integer(1);
+        auto const text = rows.text(2);
+        std::string_view rest = text;
+        // Lines in pairs: a device id, then its nonce.
+        for (auto end = rest.find('\n'); end != std::string_view::npos; end = rest.find('\n')) {
+            auto const device_id = rest.substr(0, end);
+            rest.remove_prefix(end + 1);
+            auto const nonce_end = rest.find('\n');
+            if (nonce_end == std::string_view::npos) break;
+            nonces_.add(RecentNonces::key(device_id, rest.substr(0, nonce_end)), seen_at, seq);
+            rest.remove_prefix(nonce_end + 1);
+        }
+        next_nonce_batch_ = seq + 1;
+    }
     rows.reset();
+}
+
+// Appends the open transaction's nonces to the log, as one row.
+void SqliteStore::log_transaction_nonces()
+{
+    if (txn_nonce_text_.empty()) return;
+    writer_.prepare("INSERT INTO checkin_nonce_batches (seq, seen_at, nonces) VALUES (?1, ?2, ?3)")
+        .bind(1, next_nonce_batch_).bind(2, txn_nonce_seen_at_).bind_static(3, txn_nonce_text_).run();
+}
+
+void SqliteStore::clear_transaction_nonces()
+{
+    txn_nonces_.clear();
+    txn_nonce_text_.clear();
+    txn_nonce_seen_at_ = 0;
 }
 
 void SqliteStore::check_in_async(PostureReport report, Evaluate evaluate, TimePoint now,

@@ -242,7 +242,9 @@ case_acknowledged_writes_survive_sigkill() {
     # Every acknowledged enrollment and check-in is there.
     sql "SELECT 'ENR', substr(subject, 8), json_extract(details, '\$.owner') FROM audit
          WHERE action = 'device.enrolled'" | tr '|' ' ' >"$TEST_TMP/stored"
-    sql "SELECT 'CHK', device_id, nonce FROM checkin_nonce_log" | tr '|' ' ' >>"$TEST_TMP/stored"
+    # The nonce log holds a row per transaction: "device_id\nnonce\n" for each of its check-ins.
+    sql "SELECT nonces FROM checkin_nonce_batches" |
+        awk 'NF { if (device == "") device = $0; else { print "CHK " device " " $0; device = "" } }' >>"$TEST_TMP/stored"
     missing="$(grep -E '^(ENR|CHK) ' "$acks" | sort | comm -23 - <(sort "$TEST_TMP/stored"))"
     [[ -z "$missing" ]] || fail "acknowledged enrollments or check-ins are missing: $(printf '%.800s' "$missing")"
 
