@@ -149,7 +149,8 @@ std::map<std::string, TimePoint> failure_streaks(Decision const& decision)
 
 Evaluate policy_evaluator(std::shared_ptr<Policy const> policy, TimePoint now)
 {
-    return [policy = std::move(policy), now](DeviceFacts const& facts, std::vector<Exemption> const& active) {
+    auto version = policy->version;
+    auto function = [policy = std::move(policy), now](DeviceFacts const& facts, std::vector<Exemption> const& active) {
         std::vector<CoveringExemption> covers;
         for (auto const& e : active) {
             CoveringExemption cover{e.id, {}, e.compensating_controls, e.expires_at};
@@ -167,6 +168,7 @@ Evaluate policy_evaluator(std::shared_ptr<Policy const> policy, TimePoint now)
         }
         return evaluate(*policy, facts, covers, now);
     };
+    return Evaluate(std::move(function), std::move(version));
 }
 
 }  // namespace exemptd

@@ -475,11 +475,11 @@ struct EvaluationState {
     // Shared with the cache, which keeps it unchanged: only an exemption's or an agreement's
     // write changes it, and that empties the cache. Null: not read yet.
     std::shared_ptr<ActiveExemptions const> active;
-    // Only in the cache, from the check-in that put it there: its decision's text and the facts
-    // it was evaluated from. A next check-in with the same facts that evaluates to the same key
-    // under the same policy, between evaluated_at and the decision's stable_until, gets the same
-    // decision but for its time: its text is this one restamped (restamp_decision), not encoded.
+    // Only in the cache, from the check-in that put it there: its decision (text and basis), and
+    // what it was evaluated from. A next check-in that decides again (decides_again) gets this
+    // decision at its own time without an evaluation: this text restamped (restamp_decision).
     std::string decision_json;
+    Basis basis = Basis::noncompliant;
     std::string facts_json;
     std::string policy_version;
     TimePoint evaluated_at{};
@@ -494,6 +494,11 @@ class EvaluationStateCache {
 public:
     static constexpr std::size_t kMaxDevices = 32768;
 
+    EvaluationState const* find(std::string const& device_id) const
+    {
+        auto const it = states_.find(device_id);
+        return it == states_.end() ? nullptr : &it->second;
+    }
     // Moves a device's state out of the cache (the job puts its next state back); nullopt when
     // the cache does not have it. Its entry is kept aside, so that putting it back allocates
     // nothing.
@@ -633,15 +638,56 @@ struct QueuedCheckin {
     }
 };
 
-// Whether `evaluated`, from a check-in reporting `facts_json`, is the decision cached with its
-// state but for its time (see EvaluationState): nothing it depends on has changed since.
-bool decides_again(Evaluated const& evaluated, std::string const& facts_json)
+// Whether a check-in at `now` gets its device's cached decision again: it reports the facts
+// that decision was made from, under the same policy version, from the same cached state (any
+// other write empties the cache) and within the decision's stable_until, so evaluating it would
+// make the same decision but for its time (Decision::stable_until).
+bool decides_again(EvaluationState const& last, QueuedCheckin const& checkin, Evaluate const& evaluate, TimePoint now)
 {
-    auto const& last = evaluated.in.stored;
-    auto const& d = evaluated.decision;
-    return !last.decision_json.empty() && last.facts_json == facts_json && last.stored_key == evaluated.key &&
-           last.policy_version == d.policy_version && last.evaluated_at <= d.evaluated_at &&
-           d.evaluated_at < last.stable_until;
+    return !last.decision_json.empty() && !evaluate.policy_version().empty() &&
+           last.policy_version == evaluate.policy_version() && last.facts_json == checkin.facts_json &&
+           last.evaluated_at <= now && now < last.stable_until;
+}
+
+// The text of the decision a check-in gets again, restamped at `now`; nullopt when it does not.
+std::optional<std::string> decision_again(EvaluationState const* last, QueuedCheckin const& checkin,
+                                          Evaluate const& evaluate, TimePoint now)
+{
+    if (last == nullptr || !decides_again(*last, checkin, evaluate, now)) return std::nullopt;
+    auto json = last->decision_json;
+    if (!restamp_decision(json, now)) return std::nullopt;
+    return json;
+}
+
+// Writes what a check-in changes in its device's row, its decision and its report, in one UPDATE.
+// Bound without copies: every value outlives the call.
+void update_checked_in(Connection& db, std::string const& device_id, std::string_view word, Basis basis,
+                       std::string const& decision_json, std::string const& streaks_json, std::string const& key,
+                       QueuedCheckin const& checkin, TimePoint now)
+{
+    auto const& report = checkin.report;
+    db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, failing_since = ?5, "
+               "decision_key = ?6, hostname = ?7, serial = ?8, os_name = ?9, os_version = ?10, "
+               "last_checkin = ?11, facts_json = ?12 WHERE device_id = ?1")
+        .bind_static(1, device_id).bind_static(2, word).bind_static(3, to_string(basis))
+        .bind_static(4, decision_json).bind_static(5, streaks_json).bind_static(6, key)
+        .bind_static(7, report.hostname).bind_static(8, report.serial).bind_static(9, report.os_name)
+        .bind_static(10, report.os_version).bind(11, seconds_of(now)).bind_static(12, checkin.facts_json)
+        .run();
+}
+
+// Stores a check-in that decides again (decision_again gave its text): its row as the full
+// path would write it, from the device's cached state, which stays cached.
+EncodedDecision store_decision_again(Connection& db, std::string const& device_id, std::string decision_json,
+                                     TimePoint now, QueuedCheckin const& checkin, EvaluationStateCache& cache)
+{
+    auto state = cache.take(device_id);
+    if (!state || !state->stored_word) throw std::logic_error("a check-in decided again without a cached decision");
+    update_checked_in(db, device_id, *state->stored_word, state->basis, decision_json,
+                      streaks_to_json(state->failing_since), state->stored_key, checkin, now);
+    EncodedDecision out{std::move(decision_json), device_id, *state->stored_word == "allow", state->basis};
+    cache.put(device_id, std::move(*state));
+    return out;
 }
 
 // Stores an evaluated decision and records a change in the decision history and the audit
@@ -650,34 +696,21 @@ bool decides_again(Evaluated const& evaluated, std::string const& facts_json)
 EncodedDecision store_decision(Connection& db, std::string const& device_id, Evaluated evaluated, TimePoint now,
                                QueuedCheckin const* checkin = nullptr, EvaluationStateCache* cache = nullptr)
 {
-    auto const* report = checkin ? &checkin->report : nullptr;
     auto& decision = evaluated.decision;
     auto& stored = evaluated.in.stored;
-    // A check-in that decides again restamps the cached text: encoding the decision is the largest
-    // cost on the commit thread after SQLite's.
-    std::string decision_json;
-    bool again = checkin != nullptr && decides_again(evaluated, checkin->facts_json);
-    if (again) {
-        decision_json = stored.decision_json;
-        again = restamp_decision(decision_json, decision.evaluated_at);
-    }
-    if (!again) decision_json = encode_decision(decision);
+    auto decision_json = encode_decision(decision);
     auto streaks = failure_streaks(decision);
     auto const streaks_json = streaks_to_json(streaks);
-    // Bound without copies: every value outlives update.run().
-    auto& update = report ? db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
-                                       "failing_since = ?5, decision_key = ?6, hostname = ?7, serial = ?8, "
-                                       "os_name = ?9, os_version = ?10, last_checkin = ?11, facts_json = ?12 "
-                                       "WHERE device_id = ?1")
-                          : db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
-                                       "failing_since = ?5, decision_key = ?6 WHERE device_id = ?1");
-    update.bind_static(1, device_id).bind_static(2, decision_word(decision)).bind_static(3, to_string(decision.basis))
-        .bind_static(4, decision_json).bind_static(5, streaks_json).bind_static(6, evaluated.key);
-    if (report) {
-        update.bind_static(7, report->hostname).bind_static(8, report->serial).bind_static(9, report->os_name)
-            .bind_static(10, report->os_version).bind(11, seconds_of(now)).bind_static(12, checkin->facts_json);
+    if (checkin != nullptr) {
+        update_checked_in(db, device_id, decision_word(decision), decision.basis, decision_json, streaks_json,
+                          evaluated.key, *checkin, now);
+    } else {
+        db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, failing_since = ?5, "
+                   "decision_key = ?6 WHERE device_id = ?1")
+            .bind_static(1, device_id).bind_static(2, decision_word(decision)).bind_static(3, to_string(decision.basis))
+            .bind_static(4, decision_json).bind_static(5, streaks_json).bind_static(6, evaluated.key)
+            .run();
     }
-    update.run();
     if (evaluated.changed()) {
         db.prepare("INSERT INTO decision_history (device_id, at, decision_json) VALUES (?1, ?2, ?3)")
             .bind(1, device_id).bind(2, seconds_of(now)).bind(3, decision_json).run();
@@ -686,7 +719,7 @@ EncodedDecision store_decision(Connection& db, std::string const& device_id, Eva
                                           {"previous", stored.stored_word.value_or("none")}};
         append_audit(db, {now, "exemptd", "decision.changed", "device:" + device_id, boost::json::serialize(details)});
     }
-    if (cache != nullptr && report != nullptr) {
+    if (cache != nullptr && checkin != nullptr) {
         EvaluationState next;
         next.enrolled = stored.enrolled;
         next.owner = std::move(stored.owner);
@@ -694,19 +727,12 @@ EncodedDecision store_decision(Connection& db, std::string const& device_id, Eva
         next.stored_word = decision_word(decision);
         next.stored_key = std::move(evaluated.key);
         next.active = std::move(stored.active);
-        if (again) {  // the text it was restamped from stays
-            next.decision_json = std::move(stored.decision_json);
-            next.facts_json = std::move(stored.facts_json);
-            next.policy_version = std::move(stored.policy_version);
-            next.evaluated_at = stored.evaluated_at;
-            next.stable_until = stored.stable_until;
-        } else {
-            next.decision_json = decision_json;
-            next.facts_json = checkin->facts_json;
-            next.policy_version = std::move(decision.policy_version);
-            next.evaluated_at = decision.evaluated_at;
-            next.stable_until = decision.stable_until;
-        }
+        next.decision_json = decision_json;
+        next.basis = decision.basis;
+        next.facts_json = checkin->facts_json;
+        next.policy_version = std::move(decision.policy_version);
+        next.evaluated_at = decision.evaluated_at;
+        next.stable_until = decision.stable_until;
         cache->put(device_id, std::move(next));
     }
     return EncodedDecision{std::move(decision_json), device_id, decision.allow, decision.basis};
@@ -1581,7 +1607,8 @@ Result<std::vector<DeviceRecord>> SqliteStore::list_devices(DeviceQuery const& q
 
 // Records one check-in inside the commit transaction: refuses a nonce seen within the TTL
 // (an older one is taken afresh), stores the report's identity fields and facts and re-evaluates
-// the decision from the fresh facts. Writes nothing when it refuses, nor when it returns nullopt:
+// the decision from the fresh facts, or takes the cached one again when it decides again
+// (decides_again). Writes nothing when it refuses, nor when it returns nullopt:
 // a first check-in or a changed decision is audited, so in a relaxed transaction it stops before
 // writing and runs again in the durable one.
 std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection& db, QueuedCheckin const& checkin,
@@ -1600,18 +1627,23 @@ std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection
     if (nonces_.contains(key, since))
         return api_error(409, "replay", "This report's nonce was already used by this device; send a fresh one.");
     auto const& id = report.device_id;
-    auto evaluated = evaluate_device(db, id, evaluate, &report, &evaluation_states_);
-    if ((!evaluated || evaluated->changed()) && relaxed_transaction_) return std::nullopt;
-    if (!evaluated) {
-        // A device's first check-in (nothing enrolled it) adds it to the registry.
-        db.prepare("INSERT INTO devices (device_id) VALUES (?1)").bind(1, id).run();
+    auto again = decision_again(evaluation_states_.find(id), checkin, evaluate, now);
+    std::optional<Evaluated> evaluated;
+    if (!again) {
         evaluated = evaluate_device(db, id, evaluate, &report, &evaluation_states_);
+        if ((!evaluated || evaluated->changed()) && relaxed_transaction_) return std::nullopt;
+        if (!evaluated) {
+            // A device's first check-in (nothing enrolled it) adds it to the registry.
+            db.prepare("INSERT INTO devices (device_id) VALUES (?1)").bind(1, id).run();
+            evaluated = evaluate_device(db, id, evaluate, &report, &evaluation_states_);
+        }
     }
     nonces_.add(key, seconds_of(now), next_nonce_batch_);
     txn_nonces_.push_back(key);
     txn_nonce_text_.append(id).append(1, '\n').append(report.nonce).append(1, '\n');
     txn_nonce_seen_at_ = std::max(txn_nonce_seen_at_, seconds_of(now));
     if (!nonce_log_pruned_) prune_nonce_log(db, nonce_log_prune_to_);
+    if (again) return store_decision_again(db, id, std::move(*again), now, checkin, evaluation_states_);
     return store_decision(db, id, std::move(*evaluated), now, &checkin, &evaluation_states_);
 }
 

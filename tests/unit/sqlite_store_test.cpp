@@ -110,6 +110,14 @@ constexpr char const* kNonceLogBeforeVersion7 =
     "length(nonces) - instr(nonces, char(10)) - 1), seen_at FROM checkin_nonce_batches; "
     "DROP TABLE checkin_nonce_batches;";
 
+// Evaluates with the standard policy as the router does, naming its version: a check-in that
+// decides again may then skip the evaluation (Decision::stable_until).
+exemptd::Evaluate versioned_evaluate(TimePoint now)
+{
+    static auto const policy = std::make_shared<exemptd::Policy const>(exemptd::test::standard_policy());
+    return exemptd::policy_evaluator(policy, now);
+}
+
 // For enrollments of devices that have not checked in, which are not evaluated.
 exemptd::Evaluate const kNoEvaluate = [](DeviceFacts const&, std::vector<exemptd::Exemption> const&) -> Decision {
     throw std::logic_error("a device that never checked in was evaluated");
@@ -397,8 +405,9 @@ TEST_CASE("A check-in that changes the decision is written once, and durably", "
 
 TEST_CASE("A check-in that decides again stores exactly the text of its own decision", "[store]")
 {
-    // The store restamps the text cached from the device's last check-in instead of encoding the
-    // decision again when nothing it depends on changed: it must write what encoding would.
+    // A check-in that reports what its device's cached decision was made from, under the same
+    // policy version and within its stable_until, takes that decision again instead of being
+    // evaluated: it must write what evaluating it would.
     exemptd::test::TempDir dir;
     auto const path = dir.file("exemptd.db");
     auto store = exemptd::open_sqlite_store(path);
@@ -409,7 +418,7 @@ TEST_CASE("A check-in that decides again stores exactly the text of its own deci
     // (from the database, with no cache) at `at` writes.
     auto const check_in_as = [&](PostureJson posture, TimePoint at) {
         auto r = posture.reported_at(at).nonce("nonce-000" + std::to_string(++nonce)).report();
-        REQUIRE(store->check_in(r, standard_evaluate(at), at, kNonceTtl));
+        REQUIRE(store->check_in(r, versioned_evaluate(at), at, kNonceTtl));
         auto const fresh = store->current_decision("LAPTOP-0042", standard_evaluate(at));
         REQUIRE(fresh);
         REQUIRE(*fresh);
@@ -425,6 +434,13 @@ TEST_CASE("A check-in that decides again stores exactly the text of its own deci
         CHECK_THAT(again, Catch::Contains(R"("evaluated_at":"2026-11-27T22:00:00Z")"));
         CHECK(again.size() == first.size());
         check_in_as(unencrypted, t0 + 2h);
+        // The whole row is what a store with nothing cached (opened afresh) writes.
+        auto const row = [](Inspector& i) { return i.rows("SELECT * FROM devices WHERE device_id = 'LAPTOP-0042'"); };
+        auto const decided_again = row(db);
+        store.reset();
+        store = exemptd::open_sqlite_store(path);
+        check_in_as(unencrypted, t0 + 2h);
+        CHECK(row(db) == decided_again);
     }
     SECTION("other facts with the same outcome: what they observed") {
         auto const again = check_in_as(PostureJson{unencrypted}.fact("screen_lock_seconds", 200), t0 + 1h);
@@ -439,13 +455,10 @@ TEST_CASE("A check-in that decides again stores exactly the text of its own deci
         CHECK_THAT(after, !Catch::Contains("grace_until"));
     }
     SECTION("a policy of another version") {
-        static exemptd::Policy const other = exemptd::test::policy_from_yaml(
-            std::regex_replace(exemptd::test::kStandardPolicyYaml, std::regex("interval_seconds: 600"), "interval_seconds: 300"));
+        auto const other = std::make_shared<exemptd::Policy const>(exemptd::test::policy_from_yaml(
+            std::regex_replace(exemptd::test::kStandardPolicyYaml, std::regex("interval_seconds: 600"), "interval_seconds: 300")));
         auto r = PostureJson{unencrypted}.reported_at(t0 + 1h).nonce("nonce-other").report();
-        auto const evaluate = [](DeviceFacts const& facts, std::vector<exemptd::Exemption> const&) {
-            return exemptd::evaluate(other, facts, {}, t0 + 1h);
-        };
-        REQUIRE(store->check_in(r, evaluate, t0 + 1h, kNonceTtl));
+        REQUIRE(store->check_in(r, exemptd::policy_evaluator(other, t0 + 1h), t0 + 1h, kNonceTtl));
         auto const stored = db.rows("SELECT decision_json FROM devices WHERE device_id = 'LAPTOP-0042'").at(0).at(0);
         CHECK_THAT(stored, Catch::Contains(R"("next_checkin_seconds":300)"));
     }

@@ -7,11 +7,13 @@
 #include "exemptd/policy.hpp"
 #include "exemptd/posture.hpp"
 
+#include <concepts>
 #include <functional>
 #include <map>
 #include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace exemptd {
@@ -48,7 +50,33 @@ struct CoveringExemption {
 
 // Evaluates a device inside a store's write transaction: the store supplies the registry view,
 // the latest facts and the device's exemptions recorded as active (the evaluator checks expiry).
-using Evaluate = std::function<Decision(DeviceFacts const&, std::vector<Exemption> const& active)>;
+// Made from any callable of that shape.
+class Evaluate {
+public:
+    using Function = std::function<Decision(DeviceFacts const&, std::vector<Exemption> const& active)>;
+
+    Evaluate() = default;
+    template <class F>
+        requires(!std::same_as<std::remove_cvref_t<F>, Evaluate> &&
+                 std::is_invocable_r_v<Decision, F const&, DeviceFacts const&, std::vector<Exemption> const&>)
+    Evaluate(F function, std::string policy_version = {})  // NOLINT: implicit from a callable
+        : function_(std::move(function)), policy_version_(std::move(policy_version))
+    {
+    }
+
+    Decision operator()(DeviceFacts const& device, std::vector<Exemption> const& active) const
+    {
+        return function_(device, active);
+    }
+    // The version of the policy it evaluates against (Policy::version), when it says so; empty
+    // otherwise. Within a decision's stable_until, a store may take that decision again for the
+    // same inputs under the same version rather than evaluating them again.
+    [[nodiscard]] std::string const& policy_version() const noexcept { return policy_version_; }
+
+private:
+    Function function_;
+    std::string policy_version_;
+};
 
 // `evaluate` against `policy` at `now`. An active exemption covers only the controls the policy
 // knows, and a control that requires a BYOD agreement only while the exemption's agreement
