@@ -149,8 +149,12 @@ std::map<std::string, TimePoint> failure_streaks(Decision const& decision)
 
 Evaluate policy_evaluator(std::shared_ptr<Policy const> policy, TimePoint now)
 {
-    auto version = policy->version;
-    auto function = [policy = std::move(policy), now](DeviceFacts const& facts, std::vector<Exemption> const& active) {
+    // The version shares ownership of the policy, which the function may then point to: with a
+    // pointer and a time it is small enough for std::function to hold without an allocation
+    // (a check-in makes one).
+    Policy const* p = policy.get();
+    std::shared_ptr<std::string const> version(std::move(policy), &p->version);
+    auto function = [policy = p, now](DeviceFacts const& facts, std::vector<Exemption> const& active) {
         std::vector<CoveringExemption> covers;
         for (auto const& e : active) {
             CoveringExemption cover{e.id, {}, e.compensating_controls, e.expires_at};

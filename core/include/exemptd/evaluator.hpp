@@ -59,7 +59,7 @@ public:
     template <class F>
         requires(!std::same_as<std::remove_cvref_t<F>, Evaluate> &&
                  std::is_invocable_r_v<Decision, F const&, DeviceFacts const&, std::vector<Exemption> const&>)
-    Evaluate(F function, std::string policy_version = {})  // NOLINT: implicit from a callable
+    Evaluate(F function, std::shared_ptr<std::string const> policy_version = nullptr)  // NOLINT: implicit
         : function_(std::move(function)), policy_version_(std::move(policy_version))
     {
     }
@@ -71,11 +71,15 @@ public:
     // The version of the policy it evaluates against (Policy::version), when it says so; empty
     // otherwise. Within a decision's stable_until, a store may take that decision again for the
     // same inputs under the same version rather than evaluating them again.
-    [[nodiscard]] std::string const& policy_version() const noexcept { return policy_version_; }
+    [[nodiscard]] std::string const& policy_version() const noexcept
+    {
+        static std::string const none;
+        return policy_version_ ? *policy_version_ : none;
+    }
 
 private:
     Function function_;
-    std::string policy_version_;
+    std::shared_ptr<std::string const> policy_version_;  // may also own what function_ evaluates against
 };
 
 // `evaluate` against `policy` at `now`. An active exemption covers only the controls the policy
