@@ -153,6 +153,7 @@ struct Options {
     double warmup = 0;     // fleet: seconds whose check-ins are made but not counted
     bool is_static = false;
     bool no_enroll = false;  // seed: exemptions only (the devices were imported)
+    bool changing_facts = false;  // every report's facts differ from the device's last ones
 };
 
 Options parse_options(int argc, char** argv)
@@ -185,6 +186,9 @@ Options parse_options(int argc, char** argv)
     app.add_option("--timeout", o.timeout, "seconds before an unanswered request fails (default 30)");
     app.add_flag("--no-enroll", o.no_enroll, "seed: only the exemptions, for devices already enrolled (bulk import)");
     app.add_flag("--static", o.is_static, "the server is a static responder (nginx): no basis check, any 200 counts");
+    app.add_flag("--changing-facts", o.changing_facts,
+                 "add a fact that differs in every report (uptime_seconds), so that no check-in repeats its "
+                 "device's last facts and each is evaluated afresh");
     try {
         app.parse(argc, argv);
     } catch (CLI::ParseError const& e) {
@@ -888,20 +892,28 @@ std::string rfc3339(std::time_t t)
 }
 
 // Posture reports (SPEC §4) for one thread: a fresh 128-bit random nonce each, reported_at = now.
+// With `changing_facts`, the facts also hold an uptime_seconds that no other report has (a fact
+// the policy does not check, so the decision stays the kind's).
 class PostureWriter {
 public:
-    explicit PostureWriter(std::uint64_t seed) : random_(seed) {}
+    PostureWriter(std::uint64_t seed, bool changing_facts) : random_(seed), changing_facts_(changing_facts) {}
 
     std::string report(std::string const& device, Kind kind)
     {
-        char const* facts = kind == Kind::grace ? kGraceFacts : kind == Kind::compliant ? kCompliantFacts : kUnpatchedFacts;
+        std::string_view facts = kind == Kind::grace ? kGraceFacts : kind == Kind::compliant ? kCompliantFacts : kUnpatchedFacts;
         char nonce[33];
         std::snprintf(nonce, sizeof nonce, "%016" PRIx64 "%016" PRIx64, random_(), random_());
         std::string body;
-        body.reserve(320);
+        body.reserve(352);
         body.append(R"({"device_id":")").append(device).append(R"(","hostname":"host-)").append(device);
         body.append(R"(","serial":"SN-)").append(device).append(R"(","os":{"name":"debian","version":"12.8"},"facts":)");
-        body.append(facts).append(R"(,"agent_version":"0.1.0","reported_at":")").append(now());
+        if (changing_facts_) {
+            facts.remove_suffix(1);  // the closing brace
+            body.append(facts).append(R"(,"uptime_seconds":)").append(std::to_string(++reports_)).append("}");
+        } else {
+            body.append(facts);
+        }
+        body.append(R"(,"agent_version":"0.1.0","reported_at":")").append(now());
         body.append(R"(","nonce":")").append(nonce).append("\"}");
         return body;
     }
@@ -927,6 +939,8 @@ private:
     }
 
     std::mt19937_64 random_;
+    bool changing_facts_;
+    std::uint64_t reports_ = 0;
     std::time_t cached_at_ = 0;
     std::string cached_;
 };
@@ -944,7 +958,10 @@ struct BenchShared {
 
 class CheckinDriver final : public Driver {
 public:
-    CheckinDriver(BenchShared const& shared, std::uint64_t seed) : s_(shared), writer_(seed) {}
+    CheckinDriver(BenchShared const& shared, std::uint64_t seed)
+        : s_(shared), writer_(seed, shared.options.changing_facts)
+    {
+    }
 
     void prepare(Conn& c) override
     {

@@ -38,6 +38,17 @@ case_keepalive() {
     done
 }
 
+# Every report's facts differ from its device's last ones: no check-in takes its device's cached
+# decision again, each is evaluated afresh, and the answers must be the same.
+case_keepalive_changing_facts() {
+    loadgen keepalive --connections 4 --duration 2 --changing-facts
+    assert_clean_run keepalive
+    local basis
+    for basis in compliant grace exempted noncompliant; do
+        assert_match "$LG_OUT" "by basis:.* $basis=[1-9]" "answers on basis $basis"
+    done
+}
+
 case_handshake_and_resume() {
     loadgen handshake --connections 2 --duration 1
     assert_clean_run handshake
@@ -56,6 +67,7 @@ write_config "$TEST_TMP/daemon/exemptd.yaml" "limits: {checkin_rate_per_minute: 
 start_daemon
 run_case "seed enrolls the devices and approves the exempted ones' exemptions" case_seed
 run_case "keepalive: every answer is 200 on its device kind's basis" case_keepalive
+run_case "keepalive with facts that change in every report: the same answers" case_keepalive_changing_facts
 run_case "handshake and resume modes run without errors" case_handshake_and_resume
 run_case "fleet mode runs without errors" case_fleet
 finish
