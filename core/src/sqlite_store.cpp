@@ -823,21 +823,41 @@ ApiError storage_error(std::string const& what)
     return api_error(503, "storage_unavailable", "The database could not complete the request: " + what + ".");
 }
 
-// A write waiting for the next group commit.
 // How a job ended: kept, rolled back, or left for the durable transaction (a relaxed job that
 // appends to the audit trail).
 enum class JobOutcome { kept, rolled_back, escalated };
 
+// A write waiting for the next group commit: its job, run on the commit thread inside a
+// transaction, and what is done there once that transaction is committed or lost.
 struct PendingWrite {
-    std::function<JobOutcome(Connection&)> job;
-    bool relaxed = false;                      // may be acknowledged before it is synced to disk
-    std::function<void(bool committed)> done;  // called on the commit thread afterwards
+    PendingWrite(bool is_relaxed, bool is_self_contained) : relaxed(is_relaxed), self_contained(is_self_contained) {}
+    PendingWrite(PendingWrite const&) = delete;
+    PendingWrite& operator=(PendingWrite const&) = delete;
+    virtual ~PendingWrite() = default;
+
+    virtual JobOutcome run(Connection& db) = 0;
+    virtual void finish(bool committed) = 0;  // on the commit thread, after the transaction
+
+    bool relaxed = false;  // may be acknowledged before it is synced to disk
     bool committed = false;
     // The job writes nothing unless it keeps its changes, and in a relaxed transaction it stops
     // before anything it would audit (escalated). It then needs no savepoint of its own (a
     // check-in: savepoints were an eighth of the store's time), and a failure part-way through it
     // loses the whole transaction.
     bool self_contained = false;
+};
+
+// Any write but a check-in: a job and what to call afterwards.
+struct FunctionWrite final : PendingWrite {
+    FunctionWrite(std::function<JobOutcome(Connection&)> j, bool is_relaxed, std::function<void(bool)> d)
+        : PendingWrite(is_relaxed, false), job(std::move(j)), done(std::move(d))
+    {
+    }
+    JobOutcome run(Connection& db) override { return job(db); }
+    void finish(bool is_committed) override { done(is_committed); }
+
+    std::function<JobOutcome(Connection&)> job;
+    std::function<void(bool committed)> done;
 };
 
 class SqliteStore final : public Store {
@@ -919,6 +939,7 @@ private:
     // the disk sync unless the job appends audit records.
     bool write(std::function<bool(Connection&)> job, bool relaxed = false);
     // Queues `pending` for the next group commit and returns at once.
+    struct CheckinWrite;
     void enqueue(std::unique_ptr<PendingWrite> pending);
     void commit_loop();
     void commit_batch(std::vector<std::unique_ptr<PendingWrite>> const& batch);
@@ -1070,7 +1091,7 @@ void SqliteStore::commit_loop()
         commit_batch(batch);
         for (auto const& p : batch) {
             try {
-                p->done(p->committed);
+                p->finish(p->committed);
             } catch (std::exception const& e) {  // a caller's bug must not stop every later commit
                 spdlog::error("event=write_callback_failed reason=\"{}\"", e.what());
             }
@@ -1088,8 +1109,8 @@ bool SqliteStore::write(std::function<bool(Connection&)> job, bool relaxed)
         evaluation_states_.clear();
         return job(db) ? JobOutcome::kept : JobOutcome::rolled_back;
     };
-    enqueue(std::make_unique<PendingWrite>(PendingWrite{
-        std::move(forgetting), relaxed, [&committed](bool ok) { committed.set_value(ok); }, false, false}));
+    enqueue(std::make_unique<FunctionWrite>(std::move(forgetting), relaxed,
+                                            [&committed](bool ok) { committed.set_value(ok); }));
     return result.get();
 }
 
@@ -1167,7 +1188,7 @@ JobOutcome SqliteStore::run_job(PendingWrite& pending)
     auto outcome = JobOutcome::rolled_back;
     bool failed = false;
     try {
-        outcome = pending.job(writer_);
+        outcome = pending.run(writer_);
     } catch (sqlite::Failure const& f) {
         spdlog::error("event=write_failed stage=job code={} reason=\"{}\"", f.code, f.message);
         note_failure(f.code);
@@ -1697,23 +1718,39 @@ void SqliteStore::clear_transaction_nonces()
     txn_nonce_seen_at_ = 0;
 }
 
+// A check-in waiting for the commit thread, with all it needs in one allocation (it was five).
+struct SqliteStore::CheckinWrite final : PendingWrite {
+    CheckinWrite(SqliteStore& s, PostureReport report, Evaluate e, TimePoint at, std::chrono::seconds ttl, CheckinDone d)
+        : PendingWrite(/*is_relaxed=*/true, /*is_self_contained=*/true), store(s), checkin(std::move(report)),
+          evaluate(std::move(e)), now(at), nonce_ttl(ttl), done(std::move(d))
+    {
+    }
+    JobOutcome run(Connection& db) override
+    {
+        outcome = store.record_checkin(db, checkin, evaluate, now, nonce_ttl);
+        if (!outcome) return JobOutcome::escalated;
+        return outcome->has_error() ? JobOutcome::rolled_back : JobOutcome::kept;
+    }
+    void finish(bool is_committed) override
+    {
+        if (outcome && outcome->has_error()) return done(std::move(*outcome));
+        if (!is_committed || !outcome) return done(storage_error("the check-in was not saved"));
+        done(std::move(*outcome));
+    }
+
+    SqliteStore& store;
+    QueuedCheckin checkin;
+    Evaluate evaluate;
+    TimePoint now;
+    std::chrono::seconds nonce_ttl;
+    CheckinDone done;
+    std::optional<ApiResult<EncodedDecision>> outcome;  // the latest run's; nullopt: escalated
+};
+
 void SqliteStore::check_in_async(PostureReport report, Evaluate evaluate, TimePoint now,
                                  std::chrono::seconds nonce_ttl, CheckinDone done)
 {
-    auto outcome = std::make_shared<std::optional<ApiResult<EncodedDecision>>>();
-    auto job = [this, checkin = QueuedCheckin(std::move(report)), evaluate = std::move(evaluate), now, nonce_ttl,
-                outcome](Connection& db) {
-        *outcome = record_checkin(db, checkin, evaluate, now, nonce_ttl);
-        if (!*outcome) return JobOutcome::escalated;
-        return (*outcome)->has_error() ? JobOutcome::rolled_back : JobOutcome::kept;
-    };
-    auto answer = [outcome, done = std::move(done)](bool committed) {
-        if (*outcome && (*outcome)->has_error()) return done(std::move(**outcome));
-        if (!committed || !*outcome) return done(storage_error("the check-in was not saved"));
-        done(std::move(**outcome));
-    };
-    enqueue(std::make_unique<PendingWrite>(
-        PendingWrite{std::move(job), /*relaxed=*/true, std::move(answer), false, /*self_contained=*/true}));
+    enqueue(std::make_unique<CheckinWrite>(*this, std::move(report), std::move(evaluate), now, nonce_ttl, std::move(done)));
 }
 
 }  // namespace
