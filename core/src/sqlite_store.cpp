@@ -938,8 +938,8 @@ private:
     // Runs `job` in the next group commit and waits for it; `relaxed` allows the commit to skip
     // the disk sync unless the job appends audit records.
     bool write(std::function<bool(Connection&)> job, bool relaxed = false);
-    // Queues `pending` for the next group commit and returns at once.
     struct CheckinWrite;
+    // Queues `pending` for the next group commit and returns at once.
     void enqueue(std::unique_ptr<PendingWrite> pending);
     void commit_loop();
     void commit_batch(std::vector<std::unique_ptr<PendingWrite>> const& batch);
