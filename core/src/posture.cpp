@@ -13,7 +13,7 @@
 #include <array>
 #include <charconv>
 #include <cmath>
-#include <deque>
+#include <forward_list>
 #include <functional>
 #include <vector>
 
@@ -188,7 +188,7 @@ private:
     SeenField os_name_;
     SeenField os_version_;
     boost::container::small_vector<SeenFact, 16> facts_;  // a report's facts, usually without an allocation
-    std::deque<std::string> fact_names_;                 // names not in the body; a deque never moves them
+    std::forward_list<std::string> fact_names_;          // names not in the body; never moved, nothing allocated until one
     bool too_many_facts_ = false;
 };
 
@@ -231,7 +231,7 @@ bool ReportScanner::key(std::string_view name)
         auto const same = std::find_if(facts_.begin(), facts_.end(), [&](auto const& f) { return f.name == name; });
         fact_ = static_cast<std::size_t>(same - facts_.begin());  // a duplicate's value replaces the first's
         if (same == facts_.end()) {
-            if (facts_.size() < kMaxFacts) facts_.push_back({is_inside(name, body_) ? name : fact_names_.emplace_back(name), std::nullopt});
+            if (facts_.size() < kMaxFacts) facts_.push_back({is_inside(name, body_) ? name : fact_names_.emplace_front(name), std::nullopt});
             else too_many_facts_ = true;  // a 65th name, not kept: fact_here() is null for its value
         }
     }
