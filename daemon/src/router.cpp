@@ -7,6 +7,7 @@
 #include "exemptd/json_reader.hpp"
 #include "exemptd/mdm_import.hpp"
 
+#include <boost/container/small_vector.hpp>
 #include <boost/json/serialize.hpp>
 #include <spdlog/spdlog.h>
 
@@ -24,9 +25,13 @@ HttpResponse json_response(int status, boost::json::value const& body)
     return {status, boost::json::serialize(body)};
 }
 
-std::vector<std::string_view> split_path(std::string_view path)
+// A request path's segments: a route has at most four, so they stay inline (this runs for every
+// request).
+using PathParts = boost::container::small_vector<std::string_view, 6>;
+
+PathParts split_path(std::string_view path)
 {
-    std::vector<std::string_view> out;
+    PathParts out;
     while (!path.empty()) {
         auto const slash = path.find('/');
         auto const part = path.substr(0, slash);
@@ -49,7 +54,7 @@ ApiError unknown_route()
 
 // Resolves /v1/devices/{id}[/decision|/enrollment].
 boost::system::result<Route, ApiError> resolve_device(std::string_view method,
-                                                               std::vector<std::string_view> const& parts,
+                                                               PathParts const& parts,
                                                                std::string_view query)
 {
     std::string const id(parts[2]);
@@ -89,7 +94,7 @@ bool is_exemption_id(std::string_view id)
 
 // Resolves /v1/exemptions[/{id}[/{verb}]].
 boost::system::result<Route, ApiError> resolve_exemption(std::string_view method,
-                                                         std::vector<std::string_view> const& parts,
+                                                         PathParts const& parts,
                                                          std::string_view query)
 {
     if (parts.size() == 2) {
