@@ -823,6 +823,45 @@ ApiError storage_error(std::string const& what)
     return api_error(503, "storage_unavailable", "The database could not complete the request: " + what + ".");
 }
 
+// The nonces of the check-ins in the open transaction: remembered in RecentNonces at once (a
+// duplicate within the batch is refused too), forgotten again when their job or the transaction
+// is rolled back, and written to the nonce log as one row before COMMIT.
+class TransactionNonces {
+public:
+    // How far the nonces went when a job started, to roll back to.
+    struct Mark {
+        std::size_t keys = 0;
+        std::size_t text = 0;
+        std::int64_t seen_at = 0;
+    };
+
+    void add(RecentNonces::Key key, std::string_view device_id, std::string_view nonce, std::int64_t at)
+    {
+        keys_.push_back(key);
+        text_.append(device_id).append(1, '\n').append(nonce).append(1, '\n');
+        seen_at_ = std::max(seen_at_, at);
+    }
+    [[nodiscard]] Mark mark() const { return {keys_.size(), text_.size(), seen_at_}; }
+    // Forgets in `recent` the nonces added since `m`, and drops them.
+    void roll_back(RecentNonces& recent, Mark const& m)
+    {
+        for (auto i = m.keys; i < keys_.size(); ++i) recent.forget(keys_[i]);
+        keys_.resize(m.keys);
+        text_.resize(m.text);
+        seen_at_ = m.seen_at;
+    }
+    void clear() { *this = {}; }
+
+    [[nodiscard]] bool empty() const { return keys_.empty(); }
+    [[nodiscard]] std::string const& text() const { return text_; }  // "device_id\nnonce\n" each
+    [[nodiscard]] std::int64_t seen_at() const { return seen_at_; }  // the latest of their times
+
+private:
+    std::vector<RecentNonces::Key> keys_;
+    std::string text_;
+    std::int64_t seen_at_ = 0;
+};
+
 // How a job ended: kept, rolled back, or left for the durable transaction (a relaxed job that
 // appends to the audit trail).
 enum class JobOutcome { kept, rolled_back, escalated };
@@ -949,7 +988,6 @@ private:
     void prune_nonce_log(Connection& db, std::int64_t before);
     void load_nonce_log();
     void log_transaction_nonces();
-    void clear_transaction_nonces();
     void run_transaction(std::vector<PendingWrite*> const& jobs, std::vector<PendingWrite*>* escalate);
     void set_durable(bool durable);
     static int on_wal_commit(void* self, sqlite3* db, char const* name, int wal_pages);
@@ -974,13 +1012,10 @@ private:
     std::atomic<int> checkpointed_frames_{0};  // WAL frames the last checkpoint had copied back
     std::thread checkpointer_;
     // Commit thread only: the nonces of committed check-ins and of those in the open transaction
-    // (txn_nonces_, forgotten again if it is rolled back), and how far the log is to be pruned.
-    // The open transaction's nonces go to the log as one row, numbered next_nonce_batch_, as
-    // txn_nonce_text_ ("device_id\nnonce\n" each), the latest seen at txn_nonce_seen_at_.
+    // (txn_nonces_, which go to the log as one row numbered next_nonce_batch_), and how far the
+    // log is to be pruned.
     RecentNonces nonces_;
-    std::vector<RecentNonces::Key> txn_nonces_;
-    std::string txn_nonce_text_;
-    std::int64_t txn_nonce_seen_at_ = 0;
+    TransactionNonces txn_nonces_;
     std::int64_t next_nonce_batch_ = 1;
     std::int64_t nonce_log_prune_to_ = 0;
     bool nonce_log_pruned_ = true;
@@ -1143,7 +1178,7 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
     try {
         set_durable(escalate == nullptr);
         relaxed_transaction_ = escalate != nullptr;
-        clear_transaction_nonces();
+        txn_nonces_.clear();
         writer_.prepare("BEGIN IMMEDIATE").run();  // prepared once: exec would parse it every time
         stage = "job";
         for (auto* p : jobs) {
@@ -1159,7 +1194,7 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
         log_transaction_nonces();
         stage = "commit";
         writer_.prepare("COMMIT").run();
-        if (!txn_nonce_text_.empty()) ++next_nonce_batch_;
+        if (!txn_nonces_.empty()) ++next_nonce_batch_;
     } catch (sqlite::Failure const& f) {
         spdlog::error("event=write_failed stage={} code={} reason=\"{}\"", stage, f.code, f.message);
         note_failure(f.code);
@@ -1167,10 +1202,10 @@ void SqliteStore::run_transaction(std::vector<PendingWrite*> const& jobs, std::v
         if (sqlite3_get_autocommit(writer_.handle()) == 0)
             sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
         for (auto* p : jobs) p->committed = false;
-        for (auto const key : txn_nonces_) nonces_.forget(key);
+        txn_nonces_.roll_back(nonces_, TransactionNonces::Mark{});
         evaluation_states_.clear();
     }
-    clear_transaction_nonces();
+    txn_nonces_.clear();
     commit_latency_.observe(std::chrono::steady_clock::now() - started);
 }
 
@@ -1182,9 +1217,7 @@ JobOutcome SqliteStore::run_job(PendingWrite& pending)
     if (savepoint) writer_.prepare("SAVEPOINT job").run();
     audit_appended_ = false;
     evaluation_states_.begin_job();
-    std::size_t const nonces_before = txn_nonces_.size();
-    std::size_t const nonce_text_before = txn_nonce_text_.size();
-    auto const nonce_seen_at_before = txn_nonce_seen_at_;
+    auto const nonces_before = txn_nonces_.mark();
     auto outcome = JobOutcome::rolled_back;
     bool failed = false;
     try {
@@ -1212,10 +1245,7 @@ JobOutcome SqliteStore::run_job(PendingWrite& pending)
     if (outcome != JobOutcome::kept) {
         if (savepoint) writer_.prepare("ROLLBACK TO job").run();
         else if (failed) throw sqlite::Failure{SQLITE_ABORT, "a self-contained job failed part-way"};
-        for (auto i = nonces_before; i < txn_nonces_.size(); ++i) nonces_.forget(txn_nonces_[i]);
-        txn_nonces_.resize(nonces_before);
-        txn_nonce_text_.resize(nonce_text_before);
-        txn_nonce_seen_at_ = nonce_seen_at_before;
+        txn_nonces_.roll_back(nonces_, nonces_before);
         evaluation_states_.roll_back_job();
     }
     if (savepoint) writer_.prepare("RELEASE job").run();
@@ -1660,9 +1690,7 @@ std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection
         }
     }
     nonces_.add(key, seconds_of(now), next_nonce_batch_);
-    txn_nonces_.push_back(key);
-    txn_nonce_text_.append(id).append(1, '\n').append(report.nonce).append(1, '\n');
-    txn_nonce_seen_at_ = std::max(txn_nonce_seen_at_, seconds_of(now));
+    txn_nonces_.add(key, id, report.nonce, seconds_of(now));
     if (!nonce_log_pruned_) prune_nonce_log(db, nonce_log_prune_to_);
     if (again) return store_decision_again(db, id, std::move(*again), now, checkin, evaluation_states_);
     return store_decision(db, id, std::move(*evaluated), now, &checkin, &evaluation_states_);
@@ -1706,16 +1734,9 @@ void SqliteStore::load_nonce_log()
 // Appends the open transaction's nonces to the log, as one row.
 void SqliteStore::log_transaction_nonces()
 {
-    if (txn_nonce_text_.empty()) return;
+    if (txn_nonces_.empty()) return;
     writer_.prepare("INSERT INTO checkin_nonce_batches (seq, seen_at, nonces) VALUES (?1, ?2, ?3)")
-        .bind(1, next_nonce_batch_).bind(2, txn_nonce_seen_at_).bind_static(3, txn_nonce_text_).run();
-}
-
-void SqliteStore::clear_transaction_nonces()
-{
-    txn_nonces_.clear();
-    txn_nonce_text_.clear();
-    txn_nonce_seen_at_ = 0;
+        .bind(1, next_nonce_batch_).bind(2, txn_nonces_.seen_at()).bind_static(3, txn_nonces_.text()).run();
 }
 
 // A check-in waiting for the commit thread, with all it needs in one allocation (it was five).
