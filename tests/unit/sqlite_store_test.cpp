@@ -454,6 +454,16 @@ TEST_CASE("A check-in that decides again stores exactly the text of its own deci
         auto const after = check_in_as(unpatched, t0 + 72h);
         CHECK_THAT(after, !Catch::Contains("grace_until"));
     }
+    SECTION("a replay is refused, though its report would decide again") {
+        auto const row = db.rows("SELECT * FROM devices WHERE device_id = 'LAPTOP-0042'");
+        auto const logged = db.logged_nonces();
+        auto r = PostureJson{unencrypted}.reported_at(t0 + 1min).nonce("nonce-0001").report();  // the first's
+        auto const replay = store->check_in(r, versioned_evaluate(t0 + 1min), t0 + 1min, kNonceTtl);
+        REQUIRE_FALSE(replay);
+        CHECK(replay.error().code == "replay");
+        CHECK(db.rows("SELECT * FROM devices WHERE device_id = 'LAPTOP-0042'") == row);
+        CHECK(db.logged_nonces() == logged);
+    }
     SECTION("a policy of another version") {
         auto const other = std::make_shared<exemptd::Policy const>(exemptd::test::policy_from_yaml(
             std::regex_replace(exemptd::test::kStandardPolicyYaml, std::regex("interval_seconds: 600"), "interval_seconds: 300")));
