@@ -1117,11 +1117,17 @@ void SqliteStore::enqueue(std::unique_ptr<PendingWrite> pending)
 void SqliteStore::commit_loop()
 {
     pthread_setname_np(pthread_self(), "store-commit");  // as `top -H` and perf show it
+    // The writers queue under queue_mutex_ from the I/O threads, which must never wait long for it:
+    // the batch is swapped out (the queue keeps its capacity, so queuing allocates nothing) and
+    // destroyed before the lock is taken again. Destroying a few hundred check-ins under the lock
+    // made the I/O thread wait whenever this thread was preempted meanwhile, 2.9 ms on average,
+    // 23 times a second under a paced load.
+    std::vector<std::unique_ptr<PendingWrite>> batch;
     std::unique_lock lock(queue_mutex_);
     for (;;) {
         queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
         if (queue_.empty()) return;  // stopping, and every queued write is answered
-        auto batch = std::exchange(queue_, {});
+        std::swap(batch, queue_);
         lock.unlock();
         commit_batch(batch);
         for (auto const& p : batch) {
@@ -1131,6 +1137,7 @@ void SqliteStore::commit_loop()
                 spdlog::error("event=write_callback_failed reason=\"{}\"", e.what());
             }
         }
+        batch.clear();
         lock.lock();
     }
 }
