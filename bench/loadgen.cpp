@@ -357,6 +357,7 @@ struct Stats {
     std::map<std::string, std::uint64_t> by_basis;
     std::map<std::string, std::uint64_t> errors;  // by kind: connect, tls, io, timeout, http_NNN, basis…
     std::vector<std::uint32_t> latency_us;
+    std::vector<std::uint32_t> send_lag_us;  // fleet: how late the load generator sent each check-in
     std::uint64_t handshakes = 0, resumed = 0, idle_closed = 0, retries = 0, late_starts = 0;
     std::uint64_t missed = 0;  // fleet: answered after the next check-in was due, or not at all
     std::uint64_t clock_backwards = 0;  // latencies below zero, recorded as 0
@@ -374,6 +375,7 @@ struct Stats {
         for (auto const& [k, v] : other.by_basis) by_basis[k] += v;
         for (auto const& [k, v] : other.errors) errors[k] += v;
         latency_us.insert(latency_us.end(), other.latency_us.begin(), other.latency_us.end());
+        send_lag_us.insert(send_lag_us.end(), other.send_lag_us.begin(), other.send_lag_us.end());
         handshakes += other.handshakes;
         resumed += other.resumed;
         idle_closed += other.idle_closed;
@@ -1020,18 +1022,25 @@ private:
         auto const from = o.mode == Mode::fleet ? c.scheduled_at
                           : o.mode == Mode::keepalive ? c.sent_at
                                                       : c.connect_at;
-        auto micros = std::chrono::duration_cast<std::chrono::microseconds>(now - from).count();
-        if (micros < 0) {  // seen on this VM: steady_clock a few µs behind after a CPU migration
-            ++stats.clock_backwards;
-            micros = 0;
-        }
-        stats.latency_us.push_back(std::uint32_t(std::min<std::int64_t>(micros, UINT32_MAX)));
+        stats.latency_us.push_back(elapsed_us(from, now, stats));
+        // Part of a fleet check-in's latency is the load generator's own: it sent late.
+        if (o.mode == Mode::fleet) stats.send_lag_us.push_back(elapsed_us(c.scheduled_at, c.sent_at, stats));
         ++stats.by_status[c.in.status()];
         if (c.in.status() != 200) return stats.error("http_" + std::to_string(c.in.status()));
         auto basis = c.in.json_string("basis");
         ++stats.by_basis[basis.empty() ? "(none)" : basis];
         if (!o.is_static && basis != kExpectedBasis[std::size_t(s_.kinds[c.device])])
             stats.error(std::string("basis_not_") + kExpectedBasis[std::size_t(s_.kinds[c.device])]);
+    }
+
+    static std::uint32_t elapsed_us(Clock::time_point from, Clock::time_point to, Stats& stats)
+    {
+        auto const micros = std::chrono::duration_cast<std::chrono::microseconds>(to - from).count();
+        if (micros < 0) {  // seen on this VM: steady_clock a few µs behind after a CPU migration
+            ++stats.clock_backwards;
+            return 0;
+        }
+        return std::uint32_t(std::min<std::int64_t>(micros, UINT32_MAX));
     }
 
     BenchShared const& s_;
@@ -1233,25 +1242,30 @@ void report(Options const& o, RunResult& r)
 {
     auto& s = r.stats;
     std::sort(s.latency_us.begin(), s.latency_us.end());
+    std::sort(s.send_lag_us.begin(), s.send_lag_us.end());
+    double const elapsed = r.seconds;  // the whole run, warm-up included: what server CPU is spent over
     if (o.mode == Mode::fleet) r.seconds -= std::min(o.warmup, r.seconds / 2);  // the counted part
     double const rps = double(s.latency_us.size()) / r.seconds;
     print_counts(s);
     std::printf("TLS: %" PRIu64 " handshakes, %" PRIu64 " resumed (%.3f), %" PRIu64 " idle connections closed by the server, %" PRIu64
                 " retried\n", s.handshakes, s.resumed, s.handshakes ? double(s.resumed) / double(s.handshakes) : 0.0,
                 s.idle_closed, s.retries);
-    if (o.mode == Mode::fleet)
+    if (o.mode == Mode::fleet) {
         std::printf("fleet: %u devices every %.3g s, planned %.1f/s, achieved %.1f/s, %" PRIu64 " missed deadlines, %" PRIu64
                     " late starts (sent >1 s after the scheduled time; on a new connection, connect and handshake count)\n", o.devices, o.interval, o.devices / o.interval, rps, s.missed, s.late_starts);
+        std::printf("send lag ms (sent after the scheduled time, part of the latency): p50 %.3f  p99 %.3f  p99.9 %.3f\n",
+                    percentile_ms(s.send_lag_us, 50), percentile_ms(s.send_lag_us, 99), percentile_ms(s.send_lag_us, 99.9));
+    }
     std::printf("latency ms: p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n", percentile_ms(s.latency_us, 50),
                 percentile_ms(s.latency_us, 90), percentile_ms(s.latency_us, 99), percentile_ms(s.latency_us, 99.9),
                 percentile_ms(s.latency_us, 100));
     if (s.clock_backwards != 0)
         std::printf("warning: %" PRIu64 " latencies were negative (steady_clock went back), counted as 0\n", s.clock_backwards);
     std::printf("result mode=%s requests=%zu seconds=%.3f rps=%.1f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f errors=%" PRIu64
-                " handshakes=%" PRIu64 " resumed=%.3f missed=%" PRIu64 " cpu_s=%.2f\n",
+                " handshakes=%" PRIu64 " resumed=%.3f missed=%" PRIu64 " cpu_s=%.2f elapsed_s=%.3f\n",
                 mode_name(o.mode), s.latency_us.size(), r.seconds, rps, percentile_ms(s.latency_us, 50),
                 percentile_ms(s.latency_us, 99), percentile_ms(s.latency_us, 99.9), s.error_total(), s.handshakes,
-                s.handshakes ? double(s.resumed) / double(s.handshakes) : 0.0, s.missed, r.cpu_seconds);
+                s.handshakes ? double(s.resumed) / double(s.handshakes) : 0.0, s.missed, r.cpu_seconds, elapsed);
 }
 
 int run_bench(Options const& o, std::vector<Kind> const& kinds)

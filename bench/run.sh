@@ -285,7 +285,7 @@ measure() {
     for kv in ${result#result }; do r["${kv%%=*}"]="${kv#*=}"; done
     RPS["$name.$mode"]="${r[rps]}"
     ROWS+=("$name $mode ${r[rps]} ${r[p50_ms]} ${r[p99_ms]} ${r[p999_ms]} ${r[errors]} ${r[resumed]} \
-$(awk -v a="$cpu0" -v b="$cpu1" -v d="${r[seconds]}" 'BEGIN { printf "%.0f%%", 100 * (b - a) / d }') ${r[cpu_s]:-?}")
+$(awk -v a="$cpu0" -v b="$cpu1" -v d="${r[elapsed_s]:-${r[seconds]}}" 'BEGIN { printf "%.0f%%", 100 * (b - a) / d }') ${r[cpu_s]:-?}")
 }
 
 start_nginx
