@@ -1,6 +1,8 @@
 #include "exemptd/evaluator.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
 
 namespace exemptd {
 namespace {
@@ -90,6 +92,39 @@ CoveringExemption const* find_cover(std::span<CoveringExemption const> exemption
 
 }  // namespace
 
+namespace {
+
+// Exactly the same fact: its type and value, and a double's sign of zero too (a decision shows the
+// value it saw: 0 and -0 are shown apart).
+bool same_fact(FactValue const& a, FactValue const& b)
+{
+    if (auto const* x = std::get_if<double>(&a)) {
+        auto const* y = std::get_if<double>(&b);
+        return y != nullptr && std::bit_cast<std::uint64_t>(*x) == std::bit_cast<std::uint64_t>(*y);
+    }
+    return a == b;
+}
+
+bool same_facts(Facts const& a, Facts const& b)
+{
+    return a.size() == b.size() &&
+           std::equal(a.begin(), a.end(), b.begin(), [](auto const& x, auto const& y) { return x.first == y.first && same_fact(x.second, y.second); });
+}
+
+}  // namespace
+
+bool Evaluate::same_input(Facts const& a, Facts const& b) const
+{
+    if (!policy_ || !policy_->checked_facts) return same_facts(a, b);
+    for (auto const& name : *policy_->checked_facts) {
+        auto const x = a.find(name);
+        auto const y = b.find(name);
+        if ((x == a.end()) != (y == b.end())) return false;
+        if (x != a.end() && !same_fact(x->second, y->second)) return false;
+    }
+    return true;
+}
+
 Decision evaluate(Policy const& policy, DeviceFacts const& device, std::span<CoveringExemption const> exemptions,
                   TimePoint now)
 {
@@ -149,11 +184,9 @@ std::map<std::string, TimePoint> failure_streaks(Decision const& decision)
 
 Evaluate policy_evaluator(std::shared_ptr<Policy const> policy, TimePoint now)
 {
-    // The version shares ownership of the policy, which the function may then point to: with a
-    // pointer and a time it is small enough for std::function to hold without an allocation
-    // (a check-in makes one).
+    // Evaluate owns the policy, which the function may then point to: with a pointer and a time
+    // it is small enough for std::function to hold without an allocation (a check-in makes one).
     Policy const* p = policy.get();
-    std::shared_ptr<std::string const> version(std::move(policy), &p->version);
     auto function = [policy = p, now](DeviceFacts const& facts, std::vector<Exemption> const& active) {
         std::vector<CoveringExemption> covers;
         for (auto const& e : active) {
@@ -172,7 +205,7 @@ Evaluate policy_evaluator(std::shared_ptr<Policy const> policy, TimePoint now)
         }
         return evaluate(*policy, facts, covers, now);
     };
-    return Evaluate(std::move(function), std::move(version));
+    return Evaluate(std::move(function), std::move(policy));
 }
 
 }  // namespace exemptd

@@ -5,6 +5,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
@@ -120,6 +121,19 @@ Control parse_control(YAML::Node const& node)
     return control;
 }
 
+// The facts that the device controls among `controls` check, sorted, each once.
+std::vector<std::string> checked_facts(std::vector<Control> const& controls)
+{
+    std::vector<std::string> names;
+    for (auto const& control : controls) {
+        if (control.applies_to == SubjectKind::device && control.check && !control.check->fact.empty())
+            names.push_back(control.check->fact);
+    }
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    return names;
+}
+
 std::vector<Control> parse_controls(YAML::Node const& node)
 {
     if (!node.IsSequence() || node.size() == 0) refuse(node, "controls must be a non-empty list");
@@ -230,6 +244,7 @@ Policy parse_root(YAML::Node const& root, std::string const& base_dir)
     if (!root["exemptions"]) refuse(root, "policy needs exemptions");
     Policy policy;
     policy.controls = parse_controls(root["controls"]);
+    policy.checked_facts = checked_facts(policy.controls);
     policy.exemptions = parse_exemption_rules(root["exemptions"]);
     if (auto const agreements = root["agreements"]) {
         if (!agreements.IsMap()) refuse(agreements, "agreements must be a mapping of template name to its terms");

@@ -476,11 +476,11 @@ struct EvaluationState {
     // write changes it, and that empties the cache. Null: not read yet.
     std::shared_ptr<ActiveExemptions const> active;
     // Only in the cache, from the check-in that put it there: its decision (text and basis), and
-    // what it was evaluated from. A next check-in that decides again (decides_again) gets this
+    // what it was evaluated from (its report's facts, the policy version, the time). A next check-in that decides again (decides_again) gets this
     // decision at its own time without an evaluation: this text restamped (restamp_decision).
     std::string decision_json;
     Basis basis = Basis::noncompliant;
-    std::string facts_json;
+    Facts facts;
     std::string policy_version;
     TimePoint evaluated_at{};
     TimePoint stable_until{};
@@ -638,14 +638,15 @@ struct QueuedCheckin {
     }
 };
 
-// Whether a check-in at `now` gets its device's cached decision again: it reports the facts
-// that decision was made from, under the same policy version, from the same cached state (any
-// other write empties the cache) and within the decision's stable_until, so evaluating it would
-// make the same decision but for its time (Decision::stable_until).
+// Whether a check-in at `now` gets its device's cached decision again: its report is the same
+// input as the one that decision was made from (the same values of the facts the policy checks:
+// Evaluate::same_input), under the same policy version, from the same cached state (any other
+// write empties the cache) and within the decision's stable_until, so evaluating it would make
+// the same decision but for its time (Decision::stable_until).
 bool decides_again(EvaluationState const& last, QueuedCheckin const& checkin, Evaluate const& evaluate, TimePoint now)
 {
     return !last.decision_json.empty() && !evaluate.policy_version().empty() &&
-           last.policy_version == evaluate.policy_version() && last.facts_json == checkin.facts_json &&
+           last.policy_version == evaluate.policy_version() && evaluate.same_input(last.facts, checkin.report.facts) &&
            last.evaluated_at <= now && now < last.stable_until;
 }
 
@@ -729,7 +730,7 @@ EncodedDecision store_decision(Connection& db, std::string const& device_id, Eva
         next.active = std::move(stored.active);
         next.decision_json = decision_json;
         next.basis = decision.basis;
-        next.facts_json = checkin->facts_json;
+        next.facts = checkin->report.facts;
         next.policy_version = std::move(decision.policy_version);
         next.evaluated_at = decision.evaluated_at;
         next.stable_until = decision.stable_until;

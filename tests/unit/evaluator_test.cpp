@@ -463,3 +463,52 @@ TEST_CASE("A decision round-trips through its SPEC JSON", "[evaluator]")
         CHECK(back->controls[i].grace_until == d.controls[i].grace_until);
     }
 }
+
+TEST_CASE("A parsed policy lists the facts its device controls check, and its evaluations compare reports by them alone",
+          "[evaluator]")
+{
+    auto const parsed = std::make_shared<exemptd::Policy const>(exemptd::test::standard_policy());
+    REQUIRE(parsed->checked_facts);
+    CHECK(*parsed->checked_facts == std::vector<std::string>{"disk_encrypted", "os_patch_age_days", "screen_lock_seconds"});
+
+    auto const base = compliant_device().facts;
+    auto with = [&](std::string const& fact, FactValue value) {
+        auto facts = base;
+        facts[fact] = std::move(value);
+        return facts;
+    };
+    auto without = [&](std::string const& fact) {
+        auto facts = base;
+        facts.erase(fact);
+        return facts;
+    };
+    auto const uptime = with("uptime_seconds", FactValue{std::int64_t{1234}});
+
+    SECTION("an evaluation against the parsed policy") {
+        auto const e = exemptd::policy_evaluator(parsed, kNow);
+        CHECK(e.same_input(base, base));
+        CHECK(e.same_input(base, uptime));  // a fact no control checks
+        CHECK(e.same_input(uptime, with("uptime_seconds", FactValue{std::int64_t{99}})));
+        CHECK_FALSE(e.same_input(base, with("screen_lock_seconds", FactValue{std::int64_t{301}})));
+        CHECK_FALSE(e.same_input(base, without("os_patch_age_days")));
+        CHECK_FALSE(e.same_input(without("os_patch_age_days"), base));
+        // The same number of another type, or a string for a bool: the checks may see them apart.
+        CHECK_FALSE(e.same_input(base, with("screen_lock_seconds", FactValue{300.0})));
+        CHECK_FALSE(e.same_input(base, with("disk_encrypted", FactValue{std::string{"true"}})));
+        // A decision shows the value it saw, and 0 and -0 are shown apart.
+        CHECK(e.same_input(with("os_patch_age_days", FactValue{0.0}), with("os_patch_age_days", FactValue{0.0})));
+        CHECK_FALSE(e.same_input(with("os_patch_age_days", FactValue{0.0}), with("os_patch_age_days", FactValue{-0.0})));
+    }
+    SECTION("an evaluation that names no policy, or a policy not parsed: every fact counts") {
+        auto const function = [](DeviceFacts const& d, std::vector<exemptd::Exemption> const&) { return decide(d); };
+        exemptd::Evaluate const plain = function;
+        auto unparsed = exemptd::test::standard_policy();
+        unparsed.checked_facts.reset();
+        exemptd::Evaluate const by_hand(function, std::make_shared<exemptd::Policy const>(std::move(unparsed)));
+        for (auto const* e : {&plain, &by_hand}) {
+            CHECK(e->same_input(base, base));
+            CHECK_FALSE(e->same_input(base, uptime));
+            CHECK_FALSE(e->same_input(base, with("screen_lock_seconds", FactValue{300.0})));
+        }
+    }
+}

@@ -442,6 +442,33 @@ TEST_CASE("A check-in that decides again stores exactly the text of its own deci
         check_in_as(unencrypted, t0 + 2h);
         CHECK(row(db) == decided_again);
     }
+    SECTION("a fact no control checks: the same decision, and the report's facts stored") {
+        int evaluations = 0;
+        auto const counted = [&](TimePoint at) {
+            auto inner = versioned_evaluate(at);
+            return exemptd::Evaluate([&evaluations, inner](DeviceFacts const& d, std::vector<exemptd::Exemption> const& a) {
+                ++evaluations;
+                return inner(d, a);
+            }, std::make_shared<exemptd::Policy const>(exemptd::test::standard_policy()));
+        };
+        auto const with_uptime = [&](int seconds, TimePoint at, std::string const& its_nonce) {
+            auto r = PostureJson{unencrypted}.fact("uptime_seconds", seconds).reported_at(at).nonce(its_nonce).report();
+            REQUIRE(store->check_in(r, counted(at), at, kNonceTtl));
+        };
+        with_uptime(100, t0 + 1h, "nonce-up1");
+        with_uptime(200, t0 + 2h, "nonce-up2");
+        CHECK(evaluations == 0);
+        auto const row = [](Inspector& i) { return i.rows("SELECT * FROM devices WHERE device_id = 'LAPTOP-0042'"); };
+        auto const decided_again = row(db);
+        auto const facts = db.rows("SELECT facts_json FROM devices WHERE device_id = 'LAPTOP-0042'").at(0).at(0);
+        CHECK_THAT(facts, Catch::Contains(R"("uptime_seconds":200)"));
+        // The whole row is what a store with nothing cached writes for the same report.
+        store.reset();
+        store = exemptd::open_sqlite_store(path);
+        with_uptime(200, t0 + 2h, "nonce-up3");
+        CHECK(evaluations == 1);
+        CHECK(row(db) == decided_again);
+    }
     SECTION("other facts with the same outcome: what they observed") {
         auto const again = check_in_as(PostureJson{unencrypted}.fact("screen_lock_seconds", 200), t0 + 1h);
         CHECK_THAT(again, Catch::Contains(R"("observed":"200")"));

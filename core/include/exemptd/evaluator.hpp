@@ -59,8 +59,8 @@ public:
     template <class F>
         requires(!std::same_as<std::remove_cvref_t<F>, Evaluate> &&
                  std::is_invocable_r_v<Decision, F const&, DeviceFacts const&, std::vector<Exemption> const&>)
-    Evaluate(F function, std::shared_ptr<std::string const> policy_version = nullptr)  // NOLINT: implicit
-        : function_(std::move(function)), policy_version_(std::move(policy_version))
+    Evaluate(F function, std::shared_ptr<Policy const> policy = nullptr)  // NOLINT: implicit
+        : function_(std::move(function)), policy_(std::move(policy))
     {
     }
 
@@ -68,18 +68,22 @@ public:
     {
         return function_(device, active);
     }
-    // The version of the policy it evaluates against (Policy::version), when it says so; empty
-    // otherwise. Within a decision's stable_until, a store may take that decision again for the
-    // same inputs under the same version rather than evaluating them again.
+    // The version of the policy it evaluates against (Policy::version), when it names that
+    // policy; empty otherwise. Within a decision's stable_until, a store may take that decision
+    // again for the same inputs under the same version rather than evaluating them again.
     [[nodiscard]] std::string const& policy_version() const noexcept
     {
         static std::string const none;
-        return policy_version_ ? *policy_version_ : none;
+        return policy_ ? policy_->version : none;
     }
+    // Whether two reports are the same input to its decisions: the same facts (types and values,
+    // present or absent) under each name the policy checks (Policy::checked_facts), or, when it
+    // names no policy that lists them, the same facts altogether.
+    [[nodiscard]] bool same_input(Facts const& a, Facts const& b) const;
 
 private:
     Function function_;
-    std::shared_ptr<std::string const> policy_version_;  // may also own what function_ evaluates against
+    std::shared_ptr<Policy const> policy_;  // may also own what function_ evaluates against
 };
 
 // `evaluate` against `policy` at `now`. An active exemption covers only the controls the policy

@@ -65,6 +65,10 @@ struct Policy {
     CheckinRules checkin;
     std::string version;  // "sha256:<hex of the policy file's bytes>"
     std::string source;   // the file it came from
+    // The facts its device controls check, sorted, each once: a device's decision depends on its
+    // report through these alone. Set by the parser; nullopt in a policy made otherwise, which
+    // then promises nothing.
+    std::optional<std::vector<std::string>> checked_facts;
 
     // The control with this id, or nullptr.
     [[nodiscard]] Control const* find_control(std::string_view id) const noexcept;
