@@ -153,7 +153,8 @@ struct Options {
     double warmup = 0;     // fleet: seconds whose check-ins are made but not counted
     bool is_static = false;
     bool no_enroll = false;  // seed: exemptions only (the devices were imported)
-    bool changing_facts = false;  // every report's facts differ from the device's last ones
+    bool changing_facts = false;          // every report carries an unchecked fact no other has
+    bool changing_checked_fact = false;   // every report's screen_lock_seconds differs from the last
 };
 
 Options parse_options(int argc, char** argv)
@@ -187,8 +188,11 @@ Options parse_options(int argc, char** argv)
     app.add_flag("--no-enroll", o.no_enroll, "seed: only the exemptions, for devices already enrolled (bulk import)");
     app.add_flag("--static", o.is_static, "the server is a static responder (nginx): no basis check, any 200 counts");
     app.add_flag("--changing-facts", o.changing_facts,
-                 "add a fact that differs in every report (uptime_seconds), so that no check-in repeats its "
-                 "device's last facts and each is evaluated afresh");
+                 "add a fact that differs in every report (uptime_seconds), one the policy does not check: "
+                 "each check-in still decides again");
+    app.add_flag("--changing-checked-fact", o.changing_checked_fact,
+                 "vary screen_lock_seconds, a fact the policy checks (60-899 s, within its limit), in every "
+                 "report, so that each check-in is evaluated afresh");
     try {
         app.parse(argc, argv);
     } catch (CLI::ParseError const& e) {
@@ -895,10 +899,14 @@ std::string rfc3339(std::time_t t)
 
 // Posture reports (SPEC §4) for one thread: a fresh 128-bit random nonce each, reported_at = now.
 // With `changing_facts`, the facts also hold an uptime_seconds that no other report has (a fact
-// the policy does not check, so the decision stays the kind's).
+// the policy does not check); with `changing_checked_fact`, screen_lock_seconds takes another value
+// in each report, always within LOCK-01's limit. Either way the decision stays the kind's.
 class PostureWriter {
 public:
-    PostureWriter(std::uint64_t seed, bool changing_facts) : random_(seed), changing_facts_(changing_facts) {}
+    PostureWriter(std::uint64_t seed, bool changing_facts, bool changing_checked_fact)
+        : random_(seed), changing_facts_(changing_facts), changing_checked_fact_(changing_checked_fact)
+    {
+    }
 
     std::string report(std::string const& device, Kind kind)
     {
@@ -909,9 +917,16 @@ public:
         body.reserve(352);
         body.append(R"({"device_id":")").append(device).append(R"(","hostname":"host-)").append(device);
         body.append(R"(","serial":"SN-)").append(device).append(R"(","os":{"name":"debian","version":"12.8"},"facts":)");
+        ++reports_;
+        if (changing_checked_fact_) {
+            constexpr std::string_view lock = R"("screen_lock_seconds":300)";
+            auto const at = facts.find(lock);
+            body.append(facts.substr(0, at)).append(R"("screen_lock_seconds":)").append(std::to_string(60 + reports_ % 840));
+            facts.remove_prefix(at + lock.size());
+        }
         if (changing_facts_) {
             facts.remove_suffix(1);  // the closing brace
-            body.append(facts).append(R"(,"uptime_seconds":)").append(std::to_string(++reports_)).append("}");
+            body.append(facts).append(R"(,"uptime_seconds":)").append(std::to_string(reports_)).append("}");
         } else {
             body.append(facts);
         }
@@ -942,6 +957,7 @@ private:
 
     std::mt19937_64 random_;
     bool changing_facts_;
+    bool changing_checked_fact_;
     std::uint64_t reports_ = 0;
     std::time_t cached_at_ = 0;
     std::string cached_;
@@ -961,7 +977,7 @@ struct BenchShared {
 class CheckinDriver final : public Driver {
 public:
     CheckinDriver(BenchShared const& shared, std::uint64_t seed)
-        : s_(shared), writer_(seed, shared.options.changing_facts)
+        : s_(shared), writer_(seed, shared.options.changing_facts, shared.options.changing_checked_fact)
     {
     }
 

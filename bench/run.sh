@@ -16,9 +16,10 @@
 #   CONNECTIONS [64]  DURATION [10] seconds per run  THREADS [1] server threads = nginx workers
 #   DEVICES [1000] device certificates (and seeded devices)  CLIENT_THREADS [1] loadgen threads
 #   MIX [compliant=70,grace=10,exempted=10,denied=10]
-#   CHANGING_FACTS [0]: 1 adds a fact that differs in every report, so that no check-in repeats
-#   its device's last facts: each is evaluated and encoded afresh (by default a device reports the
-#   same facts every time and exemptd takes its cached decision again, see README "Performance")
+#   CHANGING_FACTS [0]: 1 adds a fact that differs in every report but that the policy does not
+#   check (uptime_seconds): each check-in still takes its device's cached decision again; checked
+#   also varies a fact the policy checks, so that each is evaluated and encoded afresh (by default
+#   a device reports the same facts every time; see README "Performance")
 #   FLEET [0]: 1 also runs the fleet mode against exemptd (DEVICES devices, one check-in every
 #   FLEET_INTERVAL [30] s each, for FLEET_DURATION [60] s)
 #   HALF_LOAD [0]: 1 also runs the fleet mode against exemptd at half its keep-alive req/s
@@ -224,7 +225,7 @@ loadgen() {   # PORT MODE [ARGS...]
     "$LOADGEN" "$mode" --connect "127.0.0.1:$port" --ca "$PKI/server-ca.crt" \
         --clients-ca-cert "$PKI/clients-ca.crt" --clients-ca-key "$PKI/clients-ca.key" \
         --connections "$CONNECTIONS" --devices "$DEVICES" --threads "$CLIENT_THREADS" --mix "$MIX" \
-        $([[ "$CHANGING_FACTS" == 1 ]] && echo --changing-facts) "$@"
+        $(case "$CHANGING_FACTS" in 1) echo --changing-facts ;; checked) echo --changing-facts --changing-checked-fact ;; esac) "$@"
 }
 
 ROWS=()

@@ -38,14 +38,18 @@ case_keepalive() {
     done
 }
 
-# Every report's facts differ from its device's last ones: no check-in takes its device's cached
-# decision again, each is evaluated afresh, and the answers must be the same.
+# Every report's facts differ from its device's last ones: in a fact the policy does not check
+# (each check-in takes its device's cached decision again), then also in one it checks (each is
+# evaluated afresh). The answers must be the same.
 case_keepalive_changing_facts() {
-    loadgen keepalive --connections 4 --duration 2 --changing-facts
-    assert_clean_run keepalive
-    local basis
-    for basis in compliant grace exempted noncompliant; do
-        assert_match "$LG_OUT" "by basis:.* $basis=[1-9]" "answers on basis $basis"
+    local flags basis
+    for flags in --changing-facts "--changing-facts --changing-checked-fact"; do
+        # shellcheck disable=SC2086 # two flags in one word
+        loadgen keepalive --connections 4 --duration 2 $flags
+        assert_clean_run keepalive
+        for basis in compliant grace exempted noncompliant; do
+            assert_match "$LG_OUT" "by basis:.* $basis=[1-9]" "answers on basis $basis ($flags)"
+        done
     done
 }
 
