@@ -90,10 +90,6 @@ CoveringExemption const* find_cover(std::span<CoveringExemption const> exemption
     return nullptr;
 }
 
-}  // namespace
-
-namespace {
-
 // Exactly the same fact: its type and value, and a double's sign of zero too (a decision shows the
 // value it saw: 0 and -0 are shown apart).
 bool same_fact(FactValue const& a, FactValue const& b)
@@ -107,8 +103,8 @@ bool same_fact(FactValue const& a, FactValue const& b)
 
 bool same_facts(Facts const& a, Facts const& b)
 {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](auto const& x, auto const& y) { return x.first == y.first && same_fact(x.second, y.second); });
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                      [](auto const& x, auto const& y) { return x.first == y.first && same_fact(x.second, y.second); });
 }
 
 }  // namespace

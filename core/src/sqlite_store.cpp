@@ -476,8 +476,9 @@ struct EvaluationState {
     // write changes it, and that empties the cache. Null: not read yet.
     std::shared_ptr<ActiveExemptions const> active;
     // Only in the cache, from the check-in that put it there: its decision (text and basis), and
-    // what it was evaluated from (its report's facts, the policy version, the time). A next check-in that decides again (decides_again) gets this
-    // decision at its own time without an evaluation: this text restamped (restamp_decision).
+    // what it was evaluated from (its report's facts, the policy version, the time). A next
+    // check-in that decides again (decides_again) gets this decision at its own time without an
+    // evaluation: this text restamped (restamp_decision).
     std::string decision_json;
     Basis basis = Basis::noncompliant;
     Facts facts;
