@@ -678,18 +678,15 @@ void update_checked_in(Connection& db, std::string const& device_id, std::string
         .run();
 }
 
-// Stores a check-in that decides again (decision_again gave its text): its row as the full
-// path would write it, from the device's cached state, which stays cached.
-EncodedDecision store_decision_again(Connection& db, std::string const& device_id, std::string decision_json,
-                                     TimePoint now, QueuedCheckin const& checkin, EvaluationStateCache& cache)
+// Stores a check-in that decides again (decision_again gave its text from `last`, the device's
+// cached state): its row as the full path would write it. The cached state stays as it is.
+EncodedDecision store_decision_again(Connection& db, std::string const& device_id, EvaluationState const& last,
+                                     std::string decision_json, TimePoint now, QueuedCheckin const& checkin)
 {
-    auto state = cache.take(device_id);
-    if (!state || !state->stored_word) throw std::logic_error("a check-in decided again without a cached decision");
-    update_checked_in(db, device_id, *state->stored_word, state->basis, decision_json,
-                      streaks_to_json(state->failing_since), state->stored_key, checkin, now);
-    EncodedDecision out{std::move(decision_json), device_id, *state->stored_word == "allow", state->basis};
-    cache.put(device_id, std::move(*state));
-    return out;
+    if (!last.stored_word) throw std::logic_error("a check-in decided again without a cached decision");
+    update_checked_in(db, device_id, *last.stored_word, last.basis, decision_json, streaks_to_json(last.failing_since),
+                      last.stored_key, checkin, now);
+    return EncodedDecision{std::move(decision_json), device_id, *last.stored_word == "allow", last.basis};
 }
 
 // Stores an evaluated decision and records a change in the decision history and the audit
@@ -1687,7 +1684,9 @@ std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection
     if (nonces_.contains(key, since))
         return api_error(409, "replay", "This report's nonce was already used by this device; send a fresh one.");
     auto const& id = report.device_id;
-    auto again = decision_again(evaluation_states_.find(id), checkin, evaluate, now);
+    // When it decides again, nothing changes the cache before store_decision_again: `last` stays valid.
+    auto const* last = evaluation_states_.find(id);
+    auto again = decision_again(last, checkin, evaluate, now);
     std::optional<Evaluated> evaluated;
     if (!again) {
         evaluated = evaluate_device(db, id, evaluate, &report, &evaluation_states_);
@@ -1701,7 +1700,7 @@ std::optional<ApiResult<EncodedDecision>> SqliteStore::record_checkin(Connection
     nonces_.add(key, seconds_of(now), next_nonce_batch_);
     txn_nonces_.add(key, id, report.nonce, seconds_of(now));
     if (!nonce_log_pruned_) prune_nonce_log(db, nonce_log_prune_to_);
-    if (again) return store_decision_again(db, id, std::move(*again), now, checkin, evaluation_states_);
+    if (again) return store_decision_again(db, id, *last, std::move(*again), now, checkin);
     return store_decision(db, id, std::move(*evaluated), now, &checkin, &evaluation_states_);
 }
 
