@@ -84,10 +84,21 @@ std::string or_dash(std::string text)
 
 namespace {
 
+// A spreadsheet program opening the file runs a cell that begins with one of these as a formula
+// (=HYPERLINK(...), +cmd|..., -2+3, @SUM(...)); a tab or CR can hide such a start.
+bool reads_as_formula(std::string_view text)
+{
+    return !text.empty() && std::string_view("=+-@\t\r").find(text.front()) != std::string_view::npos;
+}
+
+// Quoted when it holds a comma, quote, CR or LF; a cell that would read as a formula is shown as
+// text instead, behind an apostrophe (the requester writes the justification, evidence and
+// notes of an exemption; the auditor opens the register in a spreadsheet).
 std::string csv_field(std::string_view text)
 {
-    if (text.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(text);
-    std::string out = "\"";
+    bool const formula = reads_as_formula(text);
+    if (!formula && text.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(text);
+    std::string out = formula ? "\"'" : "\"";
     for (char const c : text) {
         if (c == '"') out += '"';
         out += c;

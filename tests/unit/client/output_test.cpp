@@ -77,3 +77,21 @@ TEST_CASE("A decision reads as decision, basis, then its controls", "[output]")
     d.controls = {fail("ENC-01", "")};
     CHECK(format_decision(d) == "decision: deny\nbasis:    noncompliant\nENC-01  fail\n");
 }
+
+TEST_CASE("CSV cells are quoted only when they must be, with quotes doubled", "[output]")
+{
+    CHECK(csv_row({"plain", "", "2026-11-29T10:00:00Z"}) == "plain,,2026-11-29T10:00:00Z\r\n");
+    CHECK(csv_row({"a,b", "say \"hi\"", "two\nlines", "cr\rhere"}) ==
+          "\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\"cr\rhere\"\r\n");
+    CHECK(csv_row({"{\"k\":1}"}) == "\"{\"\"k\"\":1}\"\r\n");
+}
+
+TEST_CASE("A CSV cell a spreadsheet would run as a formula is shown as text", "[output]")
+{
+    CHECK(csv_row({"=HYPERLINK(\"http://x\",\"y\")"}) == "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"\r\n");
+    CHECK(csv_row({"+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A2)"}) ==
+          "\"'+cmd|' /C calc'!A0\",\"'-2+3\",\"'@SUM(A1:A2)\"\r\n");
+    CHECK(csv_row({"\t=1", "\r=1"}) == "\"'\t=1\",\"'\r=1\"\r\n");
+    // Only the first character counts: these are plain text.
+    CHECK(csv_row({"a=b", "CHG-1234", "x@example.com"}) == "a=b,CHG-1234,x@example.com\r\n");
+}
