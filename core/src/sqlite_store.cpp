@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sqlite3.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -1116,6 +1117,14 @@ void SqliteStore::enqueue(std::unique_ptr<PendingWrite> pending)
 void SqliteStore::commit_loop()
 {
     pthread_setname_np(pthread_self(), "store-commit");  // as `top -H` and perf show it
+    // Woken by each check-in queued while it sleeps, this thread would preempt the I/O thread
+    // that queued it. As SCHED_BATCH (no wakeup preemption; any process may choose it) it runs
+    // on an idle core or when the running thread yields, and then commits what queued meanwhile.
+    // Measured in the eleventh pass: keep-alive check-ins +3-6%, 5 points less server CPU and a
+    // lower p99.9 at half load (README "Eleventh pass").
+    sched_param const batch_priority{};
+    if (int const rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &batch_priority); rc != 0)
+        spdlog::warn("event=commit_thread_policy_unchanged reason=\"{}\"", std::strerror(rc));
     // The writers queue under queue_mutex_ from the I/O threads, which must never wait long for it:
     // the batch is swapped out (the queue keeps its capacity, so queuing allocates nothing) and
     // destroyed before the lock is taken again. Destroying a few hundred check-ins under the lock
@@ -1301,7 +1310,8 @@ void SqliteStore::checkpoint_loop()
 {
     pthread_setname_np(pthread_self(), "store-checkpt");
     // Copying pages back can wait: the commit and I/O threads go first on a busy core.
-    setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10) != 0)
+        spdlog::warn("event=checkpointer_priority_unchanged reason=\"{}\"", std::strerror(errno));
     std::unique_ptr<Connection> db;
     std::unique_lock lock(checkpoint_mutex_);
     for (;;) {

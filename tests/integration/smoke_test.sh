@@ -97,6 +97,25 @@ case_listens_on_loopback_only() {
     assert_eq "$want" "$sockets" "exemptd's listening sockets (hex addr:port)"
 }
 
+# The scheduling policy (/proc stat field 41: 0 other, 3 batch) and nice (field 19) of the
+# daemon's thread named NAME.
+thread_sched() {
+    local task
+    for task in /proc/"$DAEMON_PID"/task/*; do
+        [[ "$(cat "$task/comm" 2>/dev/null)" == "$1" ]] || continue
+        # Fields after the ")" that closes the name, which may hold spaces: field 3 is the first.
+        sed 's/^.*) //' "$task/stat" | awk '{ print "policy=" $39 " nice=" $17 }'
+        return 0
+    done
+    echo "no thread named $1"
+}
+
+case_store_threads_yield_to_the_io_thread() {
+    assert_eq "policy=3 nice=0" "$(thread_sched store-commit)" "the commit thread (SCHED_BATCH)"
+    assert_eq "policy=0 nice=10" "$(thread_sched store-checkpt)" "the checkpointer"
+    assert_eq "policy=0 nice=0" "$(thread_sched exemptd)" "the main thread"
+}
+
 case_database_survives_restart() {
     local dir="$TEST_TMP/persist" nonce report
     start_daemon "$dir"
@@ -136,5 +155,6 @@ run_case "exemptd refuses to start with a bad policy" case_daemon_refuses_to_sta
 start_daemon
 run_case "GET /healthz answers on the metrics listener" case_healthz_on_metrics_listener
 run_case "exemptd listens on 127.0.0.1 only" case_listens_on_loopback_only
+run_case "the store's threads give way to the I/O thread (SCHED_BATCH, nice 10)" case_store_threads_yield_to_the_io_thread
 run_case "enrollment, decision and nonces survive SIGTERM and restart" case_database_survives_restart
 finish
