@@ -1120,7 +1120,7 @@ void SqliteStore::commit_loop()
     // Woken by each check-in queued while it sleeps, this thread would preempt the I/O thread
     // that queued it. As SCHED_BATCH (no wakeup preemption; any process may choose it) it runs
     // on an idle core or when the running thread yields, and then commits what queued meanwhile.
-    // Measured in the eleventh pass: keep-alive check-ins +3-6%, 5 points less server CPU and a
+    // Measured in the eleventh pass: keep-alive check-ins +5%, 4-5 points less server CPU and a
     // lower p99.9 at half load (README "Eleventh pass").
     sched_param const batch_priority{};
     if (int const rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &batch_priority); rc != 0)

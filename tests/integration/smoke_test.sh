@@ -113,7 +113,7 @@ thread_sched() {
 case_store_threads_yield_to_the_io_thread() {
     assert_eq "policy=3 nice=0" "$(thread_sched store-commit)" "the commit thread (SCHED_BATCH)"
     assert_eq "policy=0 nice=10" "$(thread_sched store-checkpt)" "the checkpointer"
-    assert_eq "policy=0 nice=0" "$(thread_sched exemptd)" "the main thread"
+    assert_eq "policy=0 nice=0" "$(thread_sched exemptd)" "a thread named exemptd (main, I/O, handlers)"
 }
 
 case_database_survives_restart() {
