@@ -10,7 +10,7 @@ void check(sqlite3* db, int rc)
     throw Failure{rc, db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)};
 }
 
-Statement::Statement(sqlite3* db, std::string_view sql) : db_(db)
+Statement::Statement(sqlite3* db, std::string_view sql, std::vector<Statement*>& stepped) : db_(db), stepped_(stepped)
 {
     check(db_, sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt_,
                                   nullptr));
@@ -52,6 +52,10 @@ Statement& Statement::bind_null(int index)
 
 bool Statement::step()
 {
+    if (!listed_) {
+        stepped_.push_back(this);  // before the step: a step that throws may still leave a row
+        listed_ = true;
+    }
     int const rc = sqlite3_step(stmt_);
     check(db_, rc);
     return rc == SQLITE_ROW;
@@ -120,13 +124,17 @@ void Connection::exec(std::string_view sql)
 
 void Connection::reset_all() noexcept
 {
-    for (auto& [sql, stmt] : cache_) stmt->reset_if_busy();
+    for (auto* stmt : stepped_) {
+        stmt->reset_if_busy();
+        stmt->listed_ = false;
+    }
+    stepped_.clear();  // keeps its capacity
 }
 
 Statement& Connection::prepare(char const* sql)
 {
     auto& slot = cache_[sql];
-    if (!slot) slot = std::make_unique<Statement>(db_, sql);
+    if (!slot) slot = std::make_unique<Statement>(db_, sql, stepped_);
     slot->reset();
     return *slot;
 }
