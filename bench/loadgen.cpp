@@ -921,6 +921,7 @@ public:
         if (changing_checked_fact_) {
             constexpr std::string_view lock = R"("screen_lock_seconds":300)";
             auto const at = facts.find(lock);
+            if (at == std::string_view::npos) throw std::logic_error("a fact set without screen_lock_seconds 300");
             body.append(facts.substr(0, at)).append(R"("screen_lock_seconds":)").append(std::to_string(60 + reports_ % 840));
             facts.remove_prefix(at + lock.size());
         }

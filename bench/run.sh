@@ -74,6 +74,7 @@ die() {
 [[ -x "$LOADGEN" ]] || die "no $LOADGEN (configure with -DEXEMPTD_BUILD_BENCH=ON and build)"
 [[ -x "$EXEMPTD" ]] || die "no $EXEMPTD (build first)"
 ((DEVICES >= CONNECTIONS)) || die "DEVICES ($DEVICES) must be at least CONNECTIONS ($CONNECTIONS)"
+case "$CHANGING_FACTS" in 0 | 1 | checked) ;; *) die "CHANGING_FACTS must be 0, 1 or checked, not '$CHANGING_FACTS'" ;; esac
 
 # nginx-light from Debian, without starting the packaged service (RUNLEVEL=1 makes invoke-rc.d
 # leave it stopped).

@@ -189,7 +189,17 @@ private:
             std::lock_guard lock(mutex_);
             std::swap(draining_, waiting_);
         }
-        for (auto& w : draining_) std::move(w.handler)(router_.checkin_response(std::move(w.outcome)));
+        for (auto& w : draining_) {
+            // An answer that cannot be made (only std::bad_alloc is possible) must not stop the
+            // rest, nor leave draining_ full: the next swap would put its leftovers in waiting_, and
+            // no put() would ever post a drain again. Its session ends unanswered: destroying a
+            // handler that was never called destroys the coroutine, which closes the connection.
+            try {
+                std::move(w.handler)(router_.checkin_response(std::move(w.outcome)));
+            } catch (std::exception const& e) {
+                spdlog::error("event=checkin_answer_failed reason=\"{}\"", e.what());
+            }
+        }
         draining_.clear();  // keeps its capacity for the next batch
     }
 
