@@ -70,6 +70,14 @@ bool load_agreement_verifier(DaemonConfig const& config, Router& router)
     return true;
 }
 
+// Ends the stored agreements (and their cover) whose signer the agreements CRL now revokes. Runs
+// on reload and at start-up: the CRL file may have changed while the daemon was stopped.
+void revalidate_agreements(Router const& router)
+{
+    if (auto revoked = router.revalidate_agreements(); !revoked)
+        spdlog::error("event=agreement_revalidation_failed reason=\"{}\"", revoked.error().message());
+}
+
 // SIGHUP: a new policy, agreements CA/CRL and TLS files; anything that fails to load leaves the
 // old one in force. A new CRL ends the agreements (and their cover) whose signer it revokes.
 SslCtxPtr reload(DaemonConfig const& config, Router& router, Store& store)
@@ -84,8 +92,7 @@ SslCtxPtr reload(DaemonConfig const& config, Router& router, Store& store)
         router.set_policy(std::make_shared<Policy const>(std::move(*policy)));
     }
     load_agreement_verifier(config, router);
-    if (auto revoked = router.revalidate_agreements(); !revoked)
-        spdlog::error("event=agreement_revalidation_failed reason=\"{}\"", revoked.error().message());
+    revalidate_agreements(router);
     auto tls = make_server_tls(tls_files(config));
     if (!tls) spdlog::error("event=tls_reload_refused reason=\"{}\"", tls.error());
     sd_notify(0, "READY=1");
@@ -303,6 +310,7 @@ int run_daemon(std::string const& config_path, std::string const& ready_file)
                          problem ? **problem : problem.error().message());
         checkpointer.halt();
     }
+    revalidate_agreements(router);
     sweep(router);
     checkpointer.write();
     Server server(std::move(options), std::move(*tls), router, metrics);

@@ -408,6 +408,36 @@ case_crl_reload_invalidates_agreement_and_exemption() {
     assert_error 422 signer_revoked
 }
 
+# A CRL that starts revoking a signer while exemptd is stopped ends that signer's agreements at
+# the next start, before the daemon serves. On a daemon of its own (this case stops it).
+case_crl_changed_while_stopped_invalidates_at_start() {
+    local dir="$TEST_TMP/restart" ag
+    mkdir -p "$dir"
+    write_config "$dir/exemptd.yaml"
+    cp "$PKI_DIR/agreements.crl" "$dir/agreements.crl"
+    sed -i "s|^agreements: .*|agreements: {ca: $PKI_DIR/agreements-ca.crt, crl: $dir/agreements.crl}|" "$dir/exemptd.yaml"
+    start_daemon "$dir"
+    document "$AG/byod-0043.yaml" jordan@example.com BYOD-0043
+    sign "$AG/byod-0043.yaml" "$AG/byod-0043.yaml.p7s" user-jordan
+    upload "$AG/byod-0043.yaml" "$AG/byod-0043.yaml.p7s"
+    assert_status 201
+    assert_json .verification.result verified
+    ag="$(jget "$BODY" .id)"
+    stop_daemon || exit 1
+
+    "$MAKE_PKI" "$PKI_DIR" revoke user-jordan || fail "could not revoke user-jordan"
+    "$MAKE_PKI" "$PKI_DIR" crl || fail "could not re-issue the CRL"
+    cp "$PKI_DIR/agreements.crl" "$dir/agreements.crl"
+    start_daemon "$dir"
+    api helpdesk GET "/v1/agreements/$ag"
+    assert_status 200
+    assert_json .verification.result invalid
+    assert_json .verification.reason signer_revoked
+    audit_count agreement.invalidated
+    assert_contains "$AUDIT" "\"action\":\"agreement.invalidated\",\"subject\":\"agreement:$ag\"" "the audit"
+    stop_daemon || exit 1
+}
+
 # ---------------------------------------------------------------------------------------------
 
 mkdir -p "$TEST_TMP/daemon"
@@ -426,4 +456,6 @@ run_case "an MDM-01 exemption backed by the owner's agreement allows a BYOD lapt
 run_case "an agreement backs only its own device and owner" case_binding_refusals
 run_case "a CRL reload revoking the signer invalidates the agreement and the exemption" \
     case_crl_reload_invalidates_agreement_and_exemption
+run_case "a CRL changed while exemptd was stopped invalidates the agreement at start-up" \
+    case_crl_changed_while_stopped_invalidates_at_start
 finish
