@@ -107,8 +107,9 @@ void sweep(Router const& router)
         spdlog::error("event=sweep_failed reason=\"{}\"", result.error().message());
         return;
     }
-    if (result->expired > 0 || result->reviews_overdue > 0)
-        spdlog::info("event=sweep expired={} reviews_overdue={}", result->expired, result->reviews_overdue);
+    if (result->expired > 0 || result->reviews_overdue > 0 || result->redecided > 0)
+        spdlog::info("event=sweep expired={} reviews_overdue={} redecided={}", result->expired, result->reviews_overdue,
+                     result->redecided);
 }
 
 // Signs the audit chain's head and appends it to the checkpoint file (and the log), at start-up,

@@ -619,6 +619,52 @@ TEST_CASE("Failure streaks carry across check-ins so grace counts from the first
     }
 }
 
+TEST_CASE("The sweep stores and audits the decision a grace's end changes, without a check-in", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+    REQUIRE(store->put_enrollment("LAPTOP-0043", enrollment(true), kNoEvaluate));
+    auto unencrypted = PostureJson{"LAPTOP-0042", t0}.nonce("nonce-0001").fact("disk_encrypted", false).report();
+    auto const first = store->check_in(unencrypted, versioned_evaluate(t0), t0, kNonceTtl);
+    REQUIRE(first);
+    REQUIRE(first->basis == Basis::grace);
+    auto compliant = PostureJson{"LAPTOP-0043", t0}.nonce("nonce-0002").report();
+    REQUIRE(store->check_in(compliant, versioned_evaluate(t0), t0, kNonceTtl));
+    // The same report an hour later: the stored decision made again, which keeps its redecide_at.
+    auto later = PostureJson{"LAPTOP-0042", t0 + 1h}.nonce("nonce-0003").fact("disk_encrypted", false).report();
+    REQUIRE(store->check_in(later, versioned_evaluate(t0 + 1h), t0 + 1h, kNonceTtl));
+    Inspector db(path);
+    // ENC-01's grace (72 hours) is when the first device's decision may change; never the second's.
+    CHECK(db.rows("SELECT device_id, redecide_at FROM devices ORDER BY device_id") ==
+          std::vector<std::vector<std::string>>{{"LAPTOP-0042", std::to_string((t0 + 72h).time_since_epoch().count())},
+                                                {"LAPTOP-0043", ""}});
+    auto const denied = [&] { return ids(store->list_devices(DeviceQuery{.state = DeviceState::denied})); };
+    auto const decisions_changed = [&] { return db.number("SELECT count(*) FROM audit WHERE action = 'decision.changed'"); };
+    auto const changed_before = decisions_changed();
+
+    SECTION("within the grace, the sweep decides nothing again") {
+        auto const swept = store->sweep(t0 + 71h, versioned_evaluate(t0 + 71h));
+        REQUIRE(swept);
+        CHECK(swept->redecided == 0);
+        CHECK(denied().empty());
+        CHECK(decisions_changed() == changed_before);
+    }
+    SECTION("at its end, the sweep stores the deny and audits it, once") {
+        auto const swept = store->sweep(t0 + 72h, versioned_evaluate(t0 + 72h));
+        REQUIRE(swept);
+        CHECK(swept->redecided == 1);
+        CHECK(denied() == std::vector<std::string>{"LAPTOP-0042"});
+        CHECK(decisions_changed() == changed_before + 1);
+        CHECK(db.rows("SELECT redecide_at FROM devices WHERE device_id = 'LAPTOP-0042'").at(0).at(0).empty());
+        auto const again = store->sweep(t0 + 73h, versioned_evaluate(t0 + 73h));
+        REQUIRE(again);
+        CHECK(again->redecided == 0);
+        CHECK(decisions_changed() == changed_before + 1);
+    }
+}
+
 TEST_CASE("A changed decision is audited and an unchanged one is not", "[store]")
 {
     exemptd::test::TempDir dir;
@@ -822,7 +868,7 @@ TEST_CASE("A version 1 database loses its check-in log and keeps its nonces in t
     }
     auto store = exemptd::open_sqlite_store(path);
     Inspector db(path);
-    CHECK(db.number("PRAGMA user_version") == 7);
+    CHECK(db.number("PRAGMA user_version") == 8);
     CHECK(db.number("SELECT count(*) FROM sqlite_master WHERE name IN ('checkins', 'checkin_nonces', 'checkin_nonce_log')") == 0);
     CHECK(db.logged_nonces("nonces = 'LAPTOP-0042' || char(10) || 'nonce-0001' || char(10)") == 1);
     CHECK_FALSE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0 + 1min, standard_evaluate(t0 + 1min)));  // still known
@@ -858,7 +904,7 @@ TEST_CASE("A version 5 database gets a rowid devices table with the same rows", 
     }
     auto store = exemptd::open_sqlite_store(path);
     Inspector db(path);
-    CHECK(db.number("PRAGMA user_version") == 7);
+    CHECK(db.number("PRAGMA user_version") == 8);
     auto const sql = db.rows("SELECT sql FROM sqlite_master WHERE name = 'devices'").at(0).at(0);
     CHECK(sql.find("WITHOUT ROWID") == std::string::npos);
     CHECK(db.rows("SELECT * FROM devices ORDER BY device_id") == rows);

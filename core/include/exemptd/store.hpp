@@ -103,6 +103,7 @@ struct ExemptionCounts {
 struct SweepResult {
     int expired = 0;
     int reviews_overdue = 0;
+    int redecided = 0;  // devices whose decision was due to change with time, decided again
 };
 
 class Store {
