@@ -1528,8 +1528,11 @@ Result<SweepResult> SqliteStore::sweep(TimePoint now, Evaluate const& evaluate)
             ++result.reviews_overdue;
         }
         // Decisions that time alone changes (a grace period ended) are stored and audited now,
-        // not at the device's next check-in, which may never come.
-        auto& due_devices = db.prepare("SELECT device_id FROM devices WHERE redecide_at <= ?1");
+        // not at the device's next check-in, which may never come. At most 1,000 a sweep, so that
+        // a backlog (after a long stop) does not hold the writer for seconds; the earliest first,
+        // the rest at the next sweep.
+        auto& due_devices =
+            db.prepare("SELECT device_id FROM devices WHERE redecide_at <= ?1 ORDER BY redecide_at LIMIT 1000");
         std::vector<std::string> redecide;
         for (due_devices.bind(1, seconds_of(now)); due_devices.step();) redecide.push_back(due_devices.text(0));
         due_devices.reset();
