@@ -2,6 +2,7 @@
 
 #include "exemptd/agreement_record.hpp"
 #include "exemptd/audit.hpp"
+#include "exemptd/exemption_rules.hpp"
 #include "exemptd/json_reader.hpp"
 #include "exemptd/recent_nonces.hpp"
 #include "exemptd/thread_signals.hpp"
@@ -1667,11 +1668,18 @@ Result<void> SqliteStore::invalidate_agreement(std::string const& id, std::strin
         save_agreement(db, *agreement);
         boost::json::object const details{{"reason", reason}, {"signer_fingerprint", agreement->signer_fingerprint}};
         append_audit(db, {now, "exemptd", "agreement.invalidated", "agreement:" + id, boost::json::serialize(details)});
-        auto& relying = db.prepare("SELECT record FROM exemptions WHERE state = 'active' AND "
+        // Every exemption that relies on it stops being valid for good (its agreement_id cannot
+        // change): it is revoked by exemptd, so the register no longer lists it as active.
+        auto& relying = db.prepare("SELECT record FROM exemptions WHERE state IN ('pending', 'active') AND "
                                    "json_extract(record, '$.agreement_id') = ?1 ORDER BY seq");
         relying.bind(1, id);
         for (auto const& e : read_exemptions(relying)) {
-            boost::json::object const why{{"agreement_id", id}, {"reason", reason}};
+            auto const from = e.state;
+            auto revoked = revoke_exemption(e, "exemptd", "agreement " + id + " is no longer valid: " + reason, now);
+            if (!revoked) continue;  // past its expiry: the sweep expires it
+            save_exemption(db, *revoked);
+            boost::json::object const why{{"agreement_id", id}, {"reason", reason}, {"from", to_string(from)},
+                                          {"state", "revoked"}};
             append_audit(db, {now, "exemptd", "exemption.agreement_invalidated", "exemption:" + e.id,
                               boost::json::serialize(why)});
             refresh_subject(db, e.subject, evaluate, now);

@@ -394,6 +394,14 @@ case_crl_reload_invalidates_agreement_and_exemption() {
         assert_ne "\"$ex\"" "$JVAL" "MDM-01 covered_by after the revocation"
     fi
 
+    # The exemption can never be valid again: exemptd revoked it, and says why.
+    api helpdesk GET "/v1/exemptions/$ex"
+    assert_status 200
+    assert_json .state revoked
+    assert_json .revoked_by exemptd
+    assert_match "$(jget "$BODY" .revoked_reason)" '^agreement AG-000001 is no longer valid: signer_revoked$' \
+        "the exemption's revoked_reason"
+
     audit_count agreement.invalidated
     ((AUDIT_COUNT > invalidated_before)) || fail "no new agreement.invalidated audit record"
     assert_contains "$AUDIT" '"action":"agreement.invalidated","subject":"agreement:AG-000001"' "the audit"
