@@ -757,12 +757,17 @@ HttpResponse Router::audit_list(std::string_view query) const
     auto const limit = query_number(query, "limit", kDefaultPageLimit);
     if (!after || !limit || *limit == 0 || *limit > kMaxPageLimit)
         return error_response(api_error(400, "invalid_field", "after must be a sequence number and limit 1-10000."));
-    auto records = store_.list_audit(*after, static_cast<std::size_t>(*limit));
+    // One more tells whether another page follows: a reader that did not ask for a page must not
+    // take the first 1,000 records for the whole trail.
+    auto records = store_.list_audit(*after, static_cast<std::size_t>(*limit) + 1);
     if (!records) return error_response(storage_error(records.error()));
+    bool const more = records->size() > static_cast<std::size_t>(*limit);
+    if (more) records->pop_back();
     boost::json::array out;
     out.reserve(records->size());
     for (auto const& r : *records) out.emplace_back(audit_record_to_json(r));
-    return json_response(200, {{"records", std::move(out)}});
+    boost::json::value next = more ? boost::json::value(records->back().seq) : boost::json::value(nullptr);
+    return json_response(200, {{"records", std::move(out)}, {"next_after", std::move(next)}});
 }
 
 void Router::set_checkpoints(std::string file, std::shared_ptr<EVP_PKEY> key)

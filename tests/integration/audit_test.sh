@@ -161,6 +161,28 @@ case_audit_verify_is_ok() {
     assert_json .first_bad_seq null
 }
 
+# GET /v1/audit pages: next_after names the next page's after, null on the last, so a reader that
+# did not ask for a page can tell it did not get the whole trail.
+case_audit_list_pages() {
+    api helpdesk GET '/v1/audit?limit=10000'
+    assert_status 200
+    assert_json .next_after null
+    local total first_two
+    total="$(jcount "$BODY" .records)"
+    ((total > 3)) || fail "expected more than 3 audit records, got $total"
+    api helpdesk GET '/v1/audit?limit=2'
+    assert_status 200
+    assert_eq 2 "$(jcount "$BODY" .records)" "records on the first page"
+    first_two="$(jget "$BODY" '.records[1].seq')"
+    assert_json .next_after "$first_two"
+    api helpdesk GET "/v1/audit?after=$first_two&limit=$((total - 2))"
+    assert_status 200
+    assert_eq "$((total - 2))" "$(jcount "$BODY" .records)" "records on the last page"
+    assert_json .next_after null
+    api helpdesk GET '/v1/audit?limit=0'
+    assert_error 400 invalid_field
+}
+
 case_audit_export_csv_round_trips() {
     ctl admin audit export --format json
     assert_ctl 0
@@ -507,6 +529,7 @@ start_daemon
 run_case "make history: four devices, exemptions approved and revoked" case_make_history
 run_case "audit list shows the actions in order" case_audit_list_shows_the_actions_in_order
 run_case "audit verify is ok locally and on the server" case_audit_verify_is_ok
+run_case "GET /v1/audit pages with next_after" case_audit_list_pages
 run_case "audit export csv round-trips against the JSON export" case_audit_export_csv_round_trips
 run_case "report exemptions: csv with a header and one row per exemption, json" case_report_exemptions
 run_case "explain a compliant device" case_explain_compliant
