@@ -2,6 +2,8 @@
 
 #include "yaml_util.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <yaml-cpp/yaml.h>
 
 #include <charconv>
@@ -20,6 +22,15 @@ std::string path(YAML::Node const& node, std::string_view what, std::filesystem:
     if (!node.IsScalar() || node.Scalar().empty()) refuse(node, std::string(what) + " must be a path");
     std::filesystem::path p = node.Scalar();
     return (p.is_relative() ? base / p : p).lexically_normal().string();
+}
+
+// 127.0.0.0/8 or ::1, written as an address (the listener takes no names).
+bool is_loopback_address(std::string const& host)
+{
+    in_addr v4{};
+    if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+    in6_addr v6{};
+    return inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
 Endpoint endpoint(YAML::Node const& node, std::string_view what)
@@ -85,7 +96,13 @@ DaemonConfig parse_config(YAML::Node const& root, std::filesystem::path const& b
         config.agreements_ca = path(agreements["ca"], "agreements.ca", base);
         if (agreements["crl"]) config.agreements_crl = path(agreements["crl"], "agreements.crl", base);
     }
-    if (root["metrics_listen"]) config.metrics_listen = endpoint(root["metrics_listen"], "metrics_listen");
+    if (root["metrics_listen"]) {
+        config.metrics_listen = endpoint(root["metrics_listen"], "metrics_listen");
+        // /healthz and /metrics answer anyone who connects, without TLS (SPEC §4: a loopback
+        // listener); a scraper elsewhere reaches them through a proxy or tunnel of its own.
+        if (!is_loopback_address(config.metrics_listen.host))
+            refuse(root["metrics_listen"], "metrics_listen must be a loopback address (127.0.0.1 or [::1]): it has no TLS");
+    }
     if (auto const level = root["log_level"]) {
         static constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
         if (!level.IsScalar() || std::find(std::begin(kLevels), std::end(kLevels), level.Scalar()) == std::end(kLevels))

@@ -50,3 +50,20 @@ TEST_CASE("Limits out of range, of a wrong type or unknown are refused with thei
         CHECK(config.error().line == 4);
     }
 }
+
+TEST_CASE("metrics_listen must be a loopback address: its listener has no TLS", "[config]")
+{
+    TempDir dir;
+    for (auto const* host : {"127.0.0.1:9464", "127.1.2.3:0", "[::1]:9464"}) {
+        INFO(host);
+        auto const config = load_config_file(dir.write("exemptd.yaml", std::string(kBase) + "metrics_listen: '" + host + "'\n"));
+        CHECK(config);
+    }
+    for (auto const* host : {"0.0.0.0:9464", "10.0.0.5:9464", "[::]:9464", "[::ffff:127.0.0.1]:9464", "localhost:9464"}) {
+        INFO(host);
+        auto const config = load_config_file(dir.write("exemptd.yaml", std::string(kBase) + "metrics_listen: '" + host + "'\n"));
+        REQUIRE_FALSE(config);
+        CHECK(config.error().line == 4);
+        CHECK_THAT(config.error().reason, Contains("loopback"));
+    }
+}
