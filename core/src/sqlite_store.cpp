@@ -483,6 +483,7 @@ struct ActiveExemptions {
 
 // What evaluating a device needs besides the facts: from its row, and its active exemptions.
 struct EvaluationState {
+    std::int64_t rowid = 0;  // the device's row in devices
     bool enrolled = false;
     std::string owner;
     std::map<std::string, TimePoint> failing_since;
@@ -592,8 +593,9 @@ std::optional<EvaluationInput> evaluation_input(Connection& db, std::string cons
         in.facts.facts = *fresh_facts;
     } else {
         auto& row = db.prepare("SELECT enrolled, facts_json, failing_since, decision_json, last_checkin, owner, "
-                               "decision, decision_key FROM devices WHERE device_id = ?1");
+                               "decision, decision_key, rowid FROM devices WHERE device_id = ?1");
         if (!row.bind(1, device_id).step() || (row.is_null(4) && fresh_facts == nullptr)) return std::nullopt;
+        in.stored.rowid = row.integer(8);
         in.stored.enrolled = !row.is_null(0) && row.integer(0) != 0;
         in.stored.owner = row.text(5);
         in.stored.failing_since = streaks_from_json(row.text(2));
@@ -680,26 +682,32 @@ std::optional<std::string> decision_again(EvaluationState const* last, QueuedChe
 // Writes what a check-in changes in its device's row, its decision and its report, in one UPDATE.
 // `stable_until` is the decision's, for redecide_at; nullopt for the stored decision made again,
 // whose redecide_at stands (leaving the column out spares its index: 1,700 instructions a
-// check-in). Bound without copies: every value outlives the call.
-void update_checked_in(Connection& db, std::string const& device_id, std::string_view word, Basis basis,
-                       std::string const& decision_json, std::string const& streaks_json, std::string const& key,
-                       std::optional<TimePoint> stable_until, QueuedCheckin const& checkin, TimePoint now)
+// check-in). The row is found by its rowid (read with the device's state), which spares the
+// device_id index's search; the device_id must match too, so a stale rowid changes nothing and
+// fails the check-in instead. Bound without copies: every value outlives the call.
+void update_checked_in(Connection& db, std::int64_t rowid, std::string const& device_id, std::string_view word,
+                       Basis basis, std::string const& decision_json, std::string const& streaks_json,
+                       std::string const& key, std::optional<TimePoint> stable_until, QueuedCheckin const& checkin,
+                       TimePoint now)
 {
     auto const& report = checkin.report;
     auto& update = db.prepare(stable_until ? "UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
                                              "failing_since = ?5, decision_key = ?6, hostname = ?7, serial = ?8, "
                                              "os_name = ?9, os_version = ?10, last_checkin = ?11, facts_json = ?12, "
-                                             "redecide_at = ?13 WHERE device_id = ?1"
+                                             "redecide_at = ?13 WHERE rowid = ?14 AND device_id = ?1"
                                            : "UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, "
                                              "failing_since = ?5, decision_key = ?6, hostname = ?7, serial = ?8, "
                                              "os_name = ?9, os_version = ?10, last_checkin = ?11, facts_json = ?12 "
-                                             "WHERE device_id = ?1");
+                                             "WHERE rowid = ?14 AND device_id = ?1");
     update.bind_static(1, device_id).bind_static(2, word).bind_static(3, to_string(basis))
         .bind_static(4, decision_json).bind_static(5, streaks_json).bind_static(6, key)
         .bind_static(7, report.hostname).bind_static(8, report.serial).bind_static(9, report.os_name)
-        .bind_static(10, report.os_version).bind(11, seconds_of(now)).bind_static(12, checkin.facts_json);
+        .bind_static(10, report.os_version).bind(11, seconds_of(now)).bind_static(12, checkin.facts_json)
+        .bind(14, rowid);
     if (stable_until) update.bind(13, redecide_at(*stable_until));
     update.run();
+    if (sqlite3_changes(db.handle()) != 1)
+        throw std::logic_error("the row of device " + device_id + " is no longer where its state said");
 }
 
 // Stores a check-in that decides again (decision_again gave its text from `last`, the device's
@@ -708,8 +716,8 @@ EncodedDecision store_decision_again(Connection& db, std::string const& device_i
                                      std::string decision_json, TimePoint now, QueuedCheckin const& checkin)
 {
     if (!last.stored_word) throw std::logic_error("a check-in decided again without a cached decision");
-    update_checked_in(db, device_id, *last.stored_word, last.basis, decision_json, streaks_to_json(last.failing_since),
-                      last.stored_key, std::nullopt, checkin, now);
+    update_checked_in(db, last.rowid, device_id, *last.stored_word, last.basis, decision_json,
+                      streaks_to_json(last.failing_since), last.stored_key, std::nullopt, checkin, now);
     return EncodedDecision{std::move(decision_json), device_id, *last.stored_word == "allow", last.basis};
 }
 
@@ -725,8 +733,8 @@ EncodedDecision store_decision(Connection& db, std::string const& device_id, Eva
     auto streaks = failure_streaks(decision);
     auto const streaks_json = streaks_to_json(streaks);
     if (checkin != nullptr) {
-        update_checked_in(db, device_id, decision_word(decision), decision.basis, decision_json, streaks_json,
-                          evaluated.key, decision.stable_until, *checkin, now);
+        update_checked_in(db, stored.rowid, device_id, decision_word(decision), decision.basis, decision_json,
+                          streaks_json, evaluated.key, decision.stable_until, *checkin, now);
     } else {
         db.prepare("UPDATE devices SET decision = ?2, basis = ?3, decision_json = ?4, failing_since = ?5, "
                    "decision_key = ?6, redecide_at = ?7 WHERE device_id = ?1")
@@ -745,6 +753,7 @@ EncodedDecision store_decision(Connection& db, std::string const& device_id, Eva
     }
     if (cache != nullptr && checkin != nullptr) {
         EvaluationState next;
+        next.rowid = stored.rowid;
         next.enrolled = stored.enrolled;
         next.owner = std::move(stored.owner);
         next.failing_since = std::move(streaks);

@@ -665,6 +665,29 @@ TEST_CASE("The sweep stores and audits the decision a grace's end changes, witho
     }
 }
 
+TEST_CASE("A check-in finds its row by the rowid it read, and refuses rather than lose a write when it moved", "[store]")
+{
+    exemptd::test::TempDir dir;
+    auto const path = dir.file("exemptd.db");
+    auto store = exemptd::open_sqlite_store(path);
+    REQUIRE(store->put_enrollment("LAPTOP-0042", enrollment(true), kNoEvaluate));
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0001", t0, versioned_evaluate(t0)));
+    Inspector db(path);
+    // Behind the store's back (nothing of the daemon does this), the row moves: the rowid the
+    // store keeps for the device's next check-in no longer names it.
+    REQUIRE(db.exec("UPDATE devices SET rowid = rowid + 1000 WHERE device_id = 'LAPTOP-0042'") == SQLITE_OK);
+
+    auto const moved = check_in(*store, "LAPTOP-0042", "nonce-0002", t0 + 1min, versioned_evaluate(t0 + 1min));
+    REQUIRE_FALSE(moved);
+    CHECK(moved.error().status == 503);
+    CHECK(db.number("SELECT last_checkin FROM devices WHERE device_id = 'LAPTOP-0042'") ==
+          t0.time_since_epoch().count());
+    // The failed transaction emptied the store's memory: the next check-in reads the row again.
+    REQUIRE(check_in(*store, "LAPTOP-0042", "nonce-0003", t0 + 2min, versioned_evaluate(t0 + 2min)));
+    CHECK(db.number("SELECT last_checkin FROM devices WHERE device_id = 'LAPTOP-0042'") ==
+          (t0 + 2min).time_since_epoch().count());
+}
+
 TEST_CASE("A changed decision is audited and an unchanged one is not", "[store]")
 {
     exemptd::test::TempDir dir;
