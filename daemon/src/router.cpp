@@ -242,6 +242,16 @@ std::optional<std::string> query_param(std::string_view query, std::string_view 
 // Lists page: the default and the largest number of items per answer.
 constexpr std::int64_t kDefaultPageLimit = 1000, kMaxPageLimit = 10000;
 
+// A list read with one item more than its page of `limit` tells whether another page follows:
+// drops that item and says so.
+template <class T>
+bool trim_to_page(std::vector<T>& items, std::int64_t limit)
+{
+    bool const more = items.size() > static_cast<std::size_t>(limit);
+    if (more) items.erase(items.begin() + limit, items.end());
+    return more;
+}
+
 // The non-negative integer value of `key` in a query string, `fallback` when absent or empty,
 // nullopt when it is not a number.
 std::optional<std::int64_t> query_number(std::string_view query, std::string_view key, std::int64_t fallback)
@@ -493,8 +503,7 @@ HttpResponse Router::device_list(std::string_view query) const
     filter.limit = static_cast<std::size_t>(*limit) + 1;  // one more tells whether another page follows
     auto devices = store_.list_devices(filter);
     if (!devices) return error_response(storage_error(devices.error()));
-    bool const more = devices->size() > static_cast<std::size_t>(*limit);
-    if (more) devices->pop_back();
+    bool const more = trim_to_page(*devices, *limit);
     boost::json::array out;
     out.reserve(devices->size());
     for (auto const& d : *devices) out.emplace_back(device_to_json(d));
@@ -761,8 +770,7 @@ HttpResponse Router::audit_list(std::string_view query) const
     // take the first 1,000 records for the whole trail.
     auto records = store_.list_audit(*after, static_cast<std::size_t>(*limit) + 1);
     if (!records) return error_response(storage_error(records.error()));
-    bool const more = records->size() > static_cast<std::size_t>(*limit);
-    if (more) records->pop_back();
+    bool const more = trim_to_page(*records, *limit);
     boost::json::array out;
     out.reserve(records->size());
     for (auto const& r : *records) out.emplace_back(audit_record_to_json(r));
