@@ -1,5 +1,7 @@
 #include "sqlite.hpp"
 
+#include "wal_frame_vfs.hpp"
+
 #include <sqlite3.h>
 
 namespace exemptd::sqlite {
@@ -101,7 +103,7 @@ Connection::Connection(std::string const& path)
     static bool const memstatus_off = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) == SQLITE_OK;
     (void)memstatus_off;
     int const flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
-    int const rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+    int const rc = sqlite3_open_v2(path.c_str(), &db_, flags, wal_frame_vfs());
     if (rc != SQLITE_OK) {
         Failure failure{rc, db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc)};
         sqlite3_close(db_);
