@@ -505,6 +505,9 @@ std::string_view chain_reason(ChainOutcome const& chain)
     }
 }
 
+// How far a signingTime may be ahead of this clock: the check-in default's clock skew.
+constexpr auto kSigningTimeDrift = std::chrono::minutes(5);
+
 // One verification, stage by stage; each stage answers false after recording the refusal.
 class Attempt {
 public:
@@ -517,7 +520,7 @@ public:
     {
         out_.ok = read_document() && read_signature() && check_layout() && read_signing_time() && find_signer() &&
                   check_signature() && check_signer_now(now) && check_signer_use() &&
-                  (policy == nullptr || check_template(*policy));
+                  (policy == nullptr || (check_signed_by(now) && check_template(*policy)));
         if (out_.ok) out_.message = "The agreement is signed by " + out_.signer_email + " and verified.";
         ERR_clear_error();  // failed OpenSSL calls leave entries in this thread's error queue
         return std::move(out_);
@@ -667,6 +670,16 @@ private:
             return refuse("signer_mismatch", "The agreement is in the name of " + out_.document.user + " but signed by " +
                                                  (emails_.empty() ? "a certificate without an e-mail address" : joined(emails_)) + ".");
         return true;
+    }
+
+    // A signature claims its signingTime; one later than now (beyond a clock's drift) is not a
+    // record of when the owner signed. Checked when an agreement is taken in, not when a stored
+    // one is re-checked: a clock set back must not invalidate agreements already stored.
+    bool check_signed_by(TimePoint now)
+    {
+        if (*out_.signed_at <= now + kSigningTimeDrift) return true;
+        return refuse("signing_time_in_future", "The signature's signingTime (" + format_rfc3339(*out_.signed_at) +
+                                                    ") is later than now (" + format_rfc3339(now) + ").");
     }
 
     bool check_template(Policy const& policy)

@@ -206,11 +206,11 @@ void resign(CMS_SignerInfo* si, EVP_PKEY* key)
     REQUIRE(ASN1_OCTET_STRING_set(CMS_SignerInfo_get0_signature(si), sig.data(), static_cast<int>(length)) == 1);
 }
 
-// A valid detached DER signature of agreement.yaml by sam.crt whose signed attributes lack
-// signingTime. Neither the openssl CLI nor CMS_sign can make one (both always add signingTime),
-// so the attribute is removed and the signer info re-signed; OpenSSL itself then confirms that
-// the signature verifies.
-std::string signature_without_signing_time()
+// A valid detached DER signature of agreement.yaml by sam.crt whose signingTime is `signed_at`,
+// or which has none. Neither the openssl CLI nor CMS_sign can make one without it or with
+// another time (both add the current time), so the attribute is replaced and the signer info
+// re-signed; OpenSSL itself then confirms that the signature verifies.
+std::string signature_with_signing_time(std::optional<TimePoint> signed_at)
 {
     auto const doc = document();
     auto const cert = certificate("sam.crt");
@@ -222,18 +222,29 @@ std::string signature_without_signing_time()
     CMS_SignerInfo* si = sk_CMS_SignerInfo_value(CMS_get0_SignerInfos(cms.get()), 0);
     X509_ATTRIBUTE_free(CMS_signed_delete_attr(si, CMS_signed_get_attr_by_NID(si, NID_pkcs9_signingTime, -1)));
     REQUIRE(CMS_signed_get_attr_by_NID(si, NID_pkcs9_signingTime, -1) < 0);
+    if (signed_at) {
+        ASN1_TIME* const time = ASN1_UTCTIME_set(nullptr, std::chrono::system_clock::to_time_t(*signed_at));
+        REQUIRE(time != nullptr);
+        bool const added = CMS_signed_add1_attr_by_NID(si, NID_pkcs9_signingTime, V_ASN1_UTCTIME, time, -1) == 1;
+        ASN1_TIME_free(time);
+        REQUIRE(added);
+    }
     resign(si, key.get());
-
-    StorePtr const store{X509_STORE_new()};
-    auto const ca = certificate("agreements-ca.crt");
-    REQUIRE(X509_STORE_add_cert(store.get(), ca.get()) == 1);
-    REQUIRE(CMS_verify(cms.get(), nullptr, store.get(), memory(doc).get(), nullptr, CMS_BINARY) == 1);
 
     unsigned char* der = nullptr;
     int const n = i2d_CMS_ContentInfo(cms.get(), &der);
     REQUIRE(n > 0);
     std::string out(reinterpret_cast<char const*>(der), static_cast<std::size_t>(n));
     OPENSSL_free(der);
+
+    // Checked as encoded: DER puts the attributes in the order they were signed in.
+    auto const* bytes = reinterpret_cast<unsigned char const*>(out.data());
+    CmsPtr const decoded{d2i_CMS_ContentInfo(nullptr, &bytes, n)};
+    REQUIRE(decoded);
+    StorePtr const store{X509_STORE_new()};
+    auto const ca = certificate("agreements-ca.crt");
+    REQUIRE(X509_STORE_add_cert(store.get(), ca.get()) == 1);
+    REQUIRE(CMS_verify(decoded.get(), nullptr, store.get(), memory(doc).get(), nullptr, CMS_BINARY) == 1);
     return out;
 }
 
@@ -395,7 +406,7 @@ TEST_CASE("A signature must be detached, with one signer, signed attributes, SHA
     }
     SECTION("no signingTime is refused as no_signing_time")
     {
-        CHECK_THAT(verdict(verify(doc, signature_without_signing_time())), refused("no_signing_time"));
+        CHECK_THAT(verdict(verify(doc, signature_with_signing_time(std::nullopt))), refused("no_signing_time"));
     }
 }
 
@@ -461,6 +472,14 @@ TEST_CASE("The signer must chain to the agreements CA, be valid at signing time 
     SECTION("a check at a time before the certificate was valid is refused as signer_not_yet_valid")
     {
         CHECK_THAT(verdict(verify(doc, signature(), now - 3 * kDays)), refused("signer_not_yet_valid"));
+    }
+    SECTION("a signingTime more than 5 minutes after now is refused as signing_time_in_future")
+    {
+        auto const ahead = signature_with_signing_time(now + std::chrono::minutes(6));
+        CHECK_THAT(verdict(verify(doc, ahead, now)), refused("signing_time_in_future"));
+        CHECK(verdict(verify(doc, signature_with_signing_time(now + std::chrono::minutes(4)), now)) == "accepted");
+        // A stored agreement re-checked by a clock set back stays valid.
+        CHECK(plain().verify_signer(doc, ahead, now).ok);
     }
     SECTION("a certificate without extendedKeyUsage emailProtection is refused as not_email_protection")
     {
