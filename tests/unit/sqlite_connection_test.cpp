@@ -6,7 +6,6 @@
 #include "support.hpp"
 
 #include <catch2/catch.hpp>
-#include <sqlite3.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -88,23 +87,17 @@ TEST_CASE("A connection writes each WAL frame with one write, and SQLite's own V
     std::filesystem::create_directory(copy);
     std::filesystem::copy_file(path, copy / "t.db");
     std::filesystem::copy_file(path.string() + "-wal", copy / "t.db-wal");
-    sqlite3* recovered = nullptr;
-    REQUIRE(sqlite3_open_v2((copy / "t.db").c_str(), &recovered, SQLITE_OPEN_READWRITE, "unix") == SQLITE_OK);
-    std::int64_t rows = -1;
-    std::int64_t bytes = -1;
-    std::string integrity;
-    sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(recovered, "SELECT count(*), sum(length(pad)) FROM t", -1, &stmt, nullptr) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW) {
-        rows = sqlite3_column_int64(stmt, 0);
-        bytes = sqlite3_column_int64(stmt, 1);
-    }
-    sqlite3_finalize(stmt);
-    if (sqlite3_prepare_v2(recovered, "PRAGMA integrity_check", -1, &stmt, nullptr) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW)
-        integrity = reinterpret_cast<char const*>(sqlite3_column_text(stmt, 0));
-    sqlite3_finalize(stmt);
-    sqlite3_close(recovered);
+    // The URI's vfs parameter overrides the VFS a Connection asks for.
+    Connection recovered("file:" + (copy / "t.db").string() + "?vfs=unix");
+    auto& sums = recovered.prepare("SELECT count(*), sum(length(pad)) FROM t");
+    REQUIRE(sums.step());
+    auto const rows = sums.integer(0);
+    auto const bytes = sums.integer(1);
+    sums.reset();
+    auto& check = recovered.prepare("PRAGMA integrity_check");
+    REQUIRE(check.step());
+    auto const integrity = check.text(0);
+    check.reset();
     CHECK(rows == 10 * kCommits);
     CHECK(bytes == 1000 * 10 * kCommits);
     CHECK(integrity == "ok");
